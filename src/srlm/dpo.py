@@ -1,0 +1,73 @@
+"""Stage 5 of an iteration: DPO on the iteration's pairs -> M_{t+1} (paper section 3.2:
+beta 0.1, learning rate 1e-6 decaying linearly to 1e-7, batch size 16).
+
+Training starts from the SFT anchor M1 (dpo.init=anchor, as the seed describes) or from M_t
+(dpo.init=previous); the DPO reference model is the model training starts from. With LoRA the
+reference is the same network with the adapter disabled; reference log-probabilities are
+computed once before training (precompute_ref_log_probs), so no second model is held.
+Output: DIR/models/M<t+1> (merged), DIR/iter_<t>/dpo_log.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+from srlm.modeling import ModelRef, save_model
+from srlm.parallel import barrier, is_main
+from srlm.records import PairRecord, is_done, mark_done, read_json, read_jsonl, write_json
+from srlm.training import finish, last_checkpoint, load_for_training, log_summary, lora_config, trainer_kwargs
+
+
+def to_conversational(pairs: list[PairRecord]):
+    """pairs.jsonl keeps plain strings for people and tools; the trainer gets TRL's
+    conversational form so the chat template wraps prompt and answers as at sampling time."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{
+        "prompt": [{"role": "user", "content": p.prompt}],
+        "chosen": [{"role": "assistant", "content": p.chosen}],
+        "rejected": [{"role": "assistant", "content": p.rejected}],
+    } for p in pairs])
+
+
+def start_model(cfg, run_dir: str, t: int) -> ModelRef:
+    name = "M1" if cfg.dpo.init == "anchor" else f"M{t}"
+    return ModelRef(os.path.join(run_dir, "models", name))
+
+
+def run(cfg, run_dir: str, t: int) -> dict:
+    it = os.path.join(run_dir, f"iter_{t}")
+    model_dir = os.path.join(run_dir, "models", f"M{t + 1}")
+    if not is_done(model_dir):
+        pairs = read_jsonl(os.path.join(it, "pairs.jsonl"), PairRecord)
+        start = start_model(cfg, run_dir, t)
+        model, tok = load_for_training(cfg, start)
+        if not pairs:
+            # Nothing to learn from: M_{t+1} is the start model, and metrics say so loudly.
+            print(f"WARNING: iteration {t} produced no preference pairs; M{t + 1} = {os.path.basename(start.path)}")
+            if is_main():
+                save_model(model, tok, model_dir)
+                mark_done(model_dir, {"dpo/pairs": 0, "dpo/skipped_no_pairs": 1})
+            barrier()
+        else:
+            from trl import DPOConfig, DPOTrainer
+
+            ckpt = os.path.join(run_dir, "checkpoints", f"dpo_{t}")
+            args = DPOConfig(
+                **trainer_kwargs(cfg, cfg.dpo, ckpt),
+                beta=cfg.dpo.beta,
+                # Linear decay from learning_rate to final_learning_rate (paper: 1e-6 -> 1e-7).
+                lr_scheduler_type="polynomial",
+                lr_scheduler_kwargs={"lr_end": cfg.dpo.final_learning_rate, "power": 1.0},
+                precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
+            )
+            trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
+                                 processing_class=tok, peft_config=lora_config(cfg.dpo))
+            trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
+            log = finish(trainer, tok, model_dir, ckpt)
+            if is_main():
+                write_json(os.path.join(it, "dpo_log.json"), log)
+                mark_done(model_dir, {"dpo/pairs": len(pairs), "dpo/start": os.path.basename(start.path)}
+                          | log_summary(log, "dpo"))
+            barrier()
+    return read_json(model_dir + ".done", {})

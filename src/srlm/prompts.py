@@ -1,0 +1,202 @@
+"""Stage 1 of an iteration: new prompts by few-shot self-instruct (paper section 3.1).
+
+Each request shows the model `few_shot` (paper: 8) seed prompts and asks for one new task.
+Generated prompts are filtered as Self-Instruct does: too short or too long, degenerate
+(repetitive) text, and prompts whose ROUGE-L F1 with any seed or already kept prompt exceeds
+the threshold (0.7) are dropped, each drop counted by reason in metrics.json.
+Output: DIR/iter_<t>/prompts.jsonl of PromptRecord.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+from collections import Counter
+
+from srlm import data
+from srlm.backends import Backend, SamplingParams
+from srlm.parallel import barrier, derive_seed, is_main
+from srlm.records import (InputError, PromptRecord, append_jsonl, is_done, mark_done, marker, read_json, read_jsonl,
+                          read_partial, write_jsonl)
+
+INSTRUCTION = (
+    "Here are some requests that users have sent to an AI assistant:\n\n{examples}\n\n"
+    "Write one new request that a user might send. Make it different from the examples in topic "
+    "and wording, specific, and answerable in a few paragraphs. Reply with the request only."
+)
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(a: list[str], b: list[str]) -> float:
+    """ROUGE-L F1 over lower-cased word tokens (as Self-Instruct's near-duplicate filter)."""
+    if not a or not b:
+        return 0.0
+    lcs = _lcs(a, b)
+    if lcs == 0:
+        return 0.0
+    p, r = lcs / len(a), lcs / len(b)
+    return 2 * p * r / (p + r)
+
+
+class NearDuplicateIndex:
+    """ROUGE-L near-duplicate check; a cheap unigram-overlap bound (LCS <= shared words)
+    skips the quadratic LCS for almost every pair."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.items: list[tuple[list[str], Counter]] = []
+
+    def add(self, toks: list[str]) -> None:
+        self.items.append((toks, Counter(toks)))
+
+    def is_near_duplicate(self, toks: list[str]) -> bool:
+        c = Counter(toks)
+        for other, oc in self.items:
+            shared = sum((c & oc).values())
+            if shared == 0:
+                continue
+            bound = 2 * shared / (len(toks) + len(other))
+            if bound > self.threshold and rouge_l(toks, other) > self.threshold:
+                return True
+        return False
+
+
+def clean(text: str) -> str:
+    text = text.strip()
+    text = re.sub(r"^(new\s+)?(request|task|prompt)\s*\d*\s*[:.]\s*", "", text, flags=re.IGNORECASE)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
+
+
+def is_degenerate(toks: list[str]) -> bool:
+    if len(toks) < 4:
+        return False
+    trigrams = Counter(zip(toks, toks[1:], toks[2:]))
+    return max(trigrams.values()) >= 3 or len(set(toks)) / len(toks) < 0.4
+
+
+def filter_prompt(text: str, index: NearDuplicateIndex, cfg, seen: set) -> str | None:
+    """Return the drop reason, or None to keep."""
+    toks = words(text)
+    if not text or len(toks) < cfg.prompts.min_words:
+        return "too_short"
+    if len(toks) > cfg.prompts.max_words:
+        return "too_long"
+    if is_degenerate(toks):
+        return "degenerate"
+    key = " ".join(toks)
+    if key in seen:
+        return "duplicate"
+    if index.is_near_duplicate(toks):
+        return "near_duplicate"
+    return None
+
+
+def seed_prompts(cfg) -> list[str]:
+    return [ex.prompt for ex in data.load_ift(cfg.data.ift)]
+
+
+def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
+    out = os.path.join(run_dir, f"iter_{t}", "prompts.jsonl")
+    if not is_done(out):
+        if is_main():
+            if cfg.prompts.source == "file":
+                _from_file(cfg, out, t)
+            else:
+                _self_instruct(cfg, out, t, backend)
+        barrier()
+    recs = read_jsonl(out, PromptRecord)
+    stats = read_json(marker(out), {})
+    return {f"prompts/{k}": v for k, v in stats.items()} | {"prompts/kept": len(recs)}
+
+
+def _from_file(cfg, out: str, t: int) -> None:
+    rows = data.load_prompts(cfg.prompts.file)
+    recs = [PromptRecord(f"t{t}-p{i:05d}", r["prompt"], "file", t) for i, r in enumerate(rows)]
+    if cfg.prompts.num_prompts:
+        recs = recs[: cfg.prompts.num_prompts]
+    write_jsonl(out, recs)
+    mark_done(out, {"generated": len(rows)})
+
+
+def _self_instruct(cfg, out: str, t: int, backend: Backend | None) -> None:
+    if backend is None:
+        raise InputError("prompt generation needs a model backend")
+    seeds = seed_prompts(cfg)
+    index = NearDuplicateIndex(cfg.prompts.rouge_threshold)
+    seen: set = set()
+    for s in seeds:
+        index.add(words(s))
+        seen.add(" ".join(words(s)))
+    partial = out + ".partial.0"
+    kept: list[str] = []
+    stats: Counter = Counter()
+    # Replay finished rounds from a killed run: same prompts, same filters, same order.
+    rounds = read_partial(partial)
+    for rnd in rounds:
+        for p in rnd["kept"]:
+            kept.append(p)
+            index.add(words(p))
+            seen.add(" ".join(words(p)))
+        stats.update(rnd["stats"])
+    max_prompt_tokens = backend.context_window - cfg.sample.max_new_tokens
+    rounds_run = len(rounds)
+    for r in range(len(rounds), cfg.prompts.max_rounds):
+        need = cfg.prompts.num_prompts - len(kept)
+        if need <= 0:
+            break
+        rounds_run = r + 1
+        rng = random.Random(derive_seed(cfg.seed, t, "prompts", r))
+        asks = max(4, math.ceil(need * 1.5))
+        chats = []
+        for _ in range(asks):
+            shots = rng.sample(seeds, min(cfg.prompts.few_shot, len(seeds)))
+            examples = "\n".join(f"Request {i + 1}: {s.strip()}" for i, s in enumerate(shots))
+            chats.append([{"role": "user", "content": INSTRUCTION.format(examples=examples)}])
+        params = SamplingParams(n=1, temperature=cfg.prompts.temperature, top_p=cfg.prompts.top_p,
+                                max_new_tokens=cfg.prompts.max_new_tokens)
+        outs = backend.generate(chats, params, derive_seed(cfg.seed, t, "prompts", r, "gen"))
+        round_kept, round_stats = [], Counter()
+        for comps in outs:
+            text = clean(comps[0].text)
+            round_stats["generated"] += 1
+            reason = filter_prompt(text, index, cfg, seen)
+            if reason is None and backend.count_prompt_tokens([[{"role": "user", "content": text}]])[0] > max_prompt_tokens:
+                reason = "over_context"
+            if reason is None and len(kept) + len(round_kept) >= cfg.prompts.num_prompts:
+                reason = "surplus"
+            if reason:
+                round_stats[f"dropped_{reason}"] += 1
+                continue
+            round_kept.append(text)
+            index.add(words(text))
+            seen.add(" ".join(words(text)))
+        append_jsonl(partial, [{"round": r, "kept": round_kept, "stats": dict(round_stats)}])
+        kept += round_kept
+        stats.update(round_stats)
+    recs = [PromptRecord(f"t{t}-p{i:05d}", p, "self_instruct", t) for i, p in enumerate(kept)]
+    write_jsonl(out, recs)
+    stats["rounds"] = rounds_run
+    mark_done(out, dict(stats))
+    if os.path.exists(partial):
+        os.remove(partial)
+    if not recs:
+        raise RuntimeError(f"{out}: self-instruct kept no prompts in {cfg.prompts.max_rounds} rounds "
+                           f"(drops: {dict(stats)}); raise prompts.max_rounds or use prompts.source=file")

@@ -1,0 +1,170 @@
+"""Typed records that stages exchange as JSONL, and the file helpers every stage uses.
+
+Each stage of iteration t reads the previous stage's file in DIR/iter_<t>/ and writes its own
+with an atomic rename, then a `.done` marker; a rerun skips stages whose marker exists.
+Generation stages also append finished chunks to `<name>.partial` so a killed run resumes
+mid-stage with the same per-chunk seeds, and so the same final file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+
+class InputError(ValueError):
+    """Bad user input, reported with the file and line so the user can fix it."""
+
+
+@dataclass
+class PromptRecord:
+    id: str
+    prompt: str
+    source: str  # "self_instruct" | "file" | "seed"
+    iteration: int
+
+
+@dataclass
+class CandidateRecord:
+    id: str
+    prompt_id: str
+    prompt: str
+    response: str
+    index: int
+    num_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+@dataclass
+class JudgmentRecord:
+    id: str
+    candidate_id: str
+    prompt_id: str
+    sample: int
+    text: str
+    score: int | None
+    error: str | None  # why `score` is None
+
+
+@dataclass
+class PairRecord:
+    id: str
+    prompt_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_id: str
+    rejected_id: str
+    score_chosen: float
+    score_rejected: float
+    chosen_length: int
+    rejected_length: int
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _as_dict(rec: Any) -> dict:
+    return dataclasses.asdict(rec) if dataclasses.is_dataclass(rec) else rec
+
+
+def write_jsonl(path: str, records: Iterable[Any]) -> None:
+    atomic_write_text(path, "".join(json.dumps(_as_dict(r), ensure_ascii=False) + "\n" for r in records))
+
+
+def append_jsonl(path: str, records: Iterable[Any]) -> None:
+    """Append whole records then fsync: a crash leaves at most one torn last line, which
+    read_partial drops."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(_as_dict(r), ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed value); a malformed line raises InputError naming file and line."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def read_jsonl(path: str, cls: type | None = None) -> list:
+    out = []
+    for lineno, obj in iter_jsonl(path):
+        if cls is None:
+            out.append(obj)
+            continue
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - obj.keys()
+        if missing:
+            raise InputError(f"{path}:{lineno}: missing field(s) {', '.join(sorted(missing))}")
+        out.append(cls(**{k: obj[k] for k in names}))
+    return out
+
+
+def read_partial(path: str) -> list[dict]:
+    """Records of a `.partial` file; a torn final line from a crash is ignored."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return out
+
+
+def marker(path: str) -> str:
+    return path + ".done"
+
+
+def is_done(path: str) -> bool:
+    return os.path.exists(marker(path)) and os.path.exists(path)
+
+
+def mark_done(path: str, info: dict | None = None) -> None:
+    atomic_write_text(marker(path), json.dumps(info or {}, indent=1))
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(path: str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def update_metrics(run_dir: str, group: str, values: dict) -> dict:
+    """Merge `values` into DIR/metrics.json under `group` (e.g. "iter_1" or "sft")."""
+    path = os.path.join(run_dir, "metrics.json")
+    metrics = read_json(path, {})
+    metrics.setdefault(group, {}).update(values)
+    write_json(path, metrics)
+    return metrics
