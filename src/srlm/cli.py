@@ -36,8 +36,8 @@ STAGE_HELP = {
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML config (default: the embedded CPU default; "
-                   "for a stage on an existing run directory, that run's config.yaml)")
+    p.add_argument("--config", metavar="FILE", help="YAML config file, or the name of a packaged one: default "
+                   "(the embedded CPU run, used when omitted), tiny, gpu-qwen2.5-7b")
     p.add_argument("--output-dir", metavar="DIR", help="run directory (overrides output_dir)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sample.n=4 dpo.beta=0.1")
 
@@ -65,14 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     p = sub.add_parser("eval", help="judge-human agreement, win rates and lengths for a run's models",
-                       description="Evaluate models of a run directory; results go to DIR/metrics.json and DIR/eval/.")
-    p.add_argument("run_dir", metavar="DIR")
+                       description="Evaluate models of a run directory: each model's agreement with human "
+                       "pairwise preferences when judging (eval.human_prefs), its answers to held-out prompts "
+                       "(eval.prompts) with lengths and AlpacaEval/MT-Bench exports, and head-to-head win rates "
+                       "of each M_t against M_{t-1} and M1 (judge: eval.judge). Results go to DIR/metrics.json "
+                       "and DIR/eval/; finished parts are reused.")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by `srlm run`")
     p.add_argument("--models", help="comma-separated, e.g. M0,M1,M3 (default: all)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.max_prompts=16")
 
     p = sub.add_parser("report", help="write DIR/report/index.html and report.md with plots",
-                       description="Build a self-contained HTML and Markdown report of a run.")
-    p.add_argument("run_dir", metavar="DIR")
+                       description="Build a self-contained HTML page (opens offline) and a Markdown report of a "
+                       "run: its config, every metric per iteration, plots of judge-human agreement, win rates, "
+                       "score histograms, pairs kept vs dropped, chosen vs rejected length and DPO loss, and "
+                       "example answers side by side.")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by `srlm run`")
 
     p = sub.add_parser("config", help="print the resolved config, or --list every key with its help")
     p.add_argument("--config", metavar="FILE")
@@ -120,7 +127,9 @@ def _dispatch(args) -> int:
     from srlm import pipeline
 
     if args.command == "run":
-        cfg = load_config(args.config, args.overrides)
+        from srlm.config import packaged_config
+
+        cfg = load_config(args.config or packaged_config("default"), args.overrides)
         if args.output_dir:
             cfg.output_dir = args.output_dir
         metrics = pipeline.run(cfg, allow_config_change=args.allow_config_change, evaluate=not args.no_eval)

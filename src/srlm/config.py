@@ -230,8 +230,11 @@ def _coerce(value: str, typ: Any, key: str) -> Any:
         raise ConfigError(f"{key}: null is not allowed")
     if t.startswith("list"):
         return parsed if isinstance(parsed, list) else [str(parsed)]
-    if "float" in t and isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-        return float(parsed)
+    if "float" in t:
+        try:  # YAML 1.1 reads "2e-4" as a string; Python's float does not
+            return float(value)
+        except ValueError:
+            pass
     if "int" in t and isinstance(parsed, int) and not isinstance(parsed, bool):
         return parsed
     if "bool" in t and isinstance(parsed, bool):
@@ -257,8 +260,18 @@ def _apply(obj: Any, data: dict, where: str) -> None:
             setattr(obj, key, value)
 
 
+def packaged_config(name: str) -> str:
+    """Path of a config shipped with srlm (default, tiny, gpu-qwen2.5-7b)."""
+    import importlib.resources
+
+    return str(importlib.resources.files("srlm.configs").joinpath(f"{name}.yaml"))
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML file (a path, or the name of a packaged config) then apply overrides."""
     cfg = Config()
+    if path and not os.path.exists(path) and os.path.exists(packaged_config(path)):
+        path = packaged_config(path)
     if path:
         if not os.path.exists(path):
             raise ConfigError(f"config file not found: {path}")

@@ -34,6 +34,7 @@ def trainer_kwargs(cfg, section, out_dir: str) -> dict:
         # Mixed precision: fp32 master weights, bf16 matmuls (1.6x faster per step on this
         # project's AVX512-BF16 CPU; the default on GPUs that support it).
         bf16=use_bf16,
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=section.gradient_checkpointing,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),

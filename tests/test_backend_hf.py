@@ -1,0 +1,82 @@
+"""The fast generation path gives the same tokens as the naive one (model.generate)."""
+
+import pytest
+import torch
+
+from srlm.backends.base import SamplingParams
+from srlm.backends.hf import HFBackend, _common_prefix_len, _sample
+
+RUBRIC = "You grade answers. Add a point for each criterion that holds. " * 4
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    # Wider random weights so greedy decoding wanders over the vocabulary instead of repeating.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(20.0)
+    return HFBackend(model.eval(), tok, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def flat_backend(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return HFBackend(AutoModelForCausalLM.from_pretrained(tiny_model).eval(), AutoTokenizer.from_pretrained(tiny_model))
+
+
+def naive(backend, chat, max_new_tokens):
+    ids = backend.encode([chat])[0]
+    out = backend.model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=sorted(backend.eos_ids), pad_token_id=backend.pad_id)
+    return backend.tok.decode(out[0][len(ids):], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_greedy_equals_model_generate(backend, shared_prefix):
+    texts = ["hi", "what is two plus two, and why?", "tell me a story about a lighthouse keeper"]
+    chats = [[{"role": "user", "content": (RUBRIC if shared_prefix else "") + t}] for t in texts]
+    if not shared_prefix:
+        chats[1][0]["content"] = "Q: " + chats[1][0]["content"]
+    out = backend.generate(chats, SamplingParams(n=2, temperature=0.0, max_new_tokens=24), seed=0)
+    assert [len(o) for o in out] == [2, 2, 2]
+    for chat, comps in zip(chats, out):
+        expected = naive(backend, chat, 24)
+        assert len(set(expected.split())) > 3  # a meaningful comparison, not a repeated token
+        assert comps[0].text == comps[1].text == expected
+
+
+def test_sampling_is_seeded_and_varied(flat_backend):
+    backend = flat_backend
+    chats = [[{"role": "user", "content": RUBRIC + x}] for x in ("a", "b")]
+    p = SamplingParams(n=4, temperature=1.0, top_p=0.9, max_new_tokens=12)
+    a = backend.generate(chats, p, seed=7)
+    assert a == backend.generate(chats, p, seed=7)
+    assert a != backend.generate(chats, p, seed=8)
+    assert len({c.text for c in a[0]}) > 1
+    for comps in a:
+        for c in comps:
+            assert c.finish_reason in ("stop", "length") and 0 < c.num_tokens <= 12
+
+
+def test_empty_and_token_counts(backend):
+    assert backend.generate([], SamplingParams(), seed=0) == []
+    counts = backend.count_prompt_tokens([[{"role": "user", "content": "hello"}]])
+    assert counts[0] == len(backend.encode([[{"role": "user", "content": "hello"}]])[0]) > 1
+
+
+def test_common_prefix_and_top_p():
+    assert _common_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert _common_prefix_len([[1, 2], [1, 2]]) == 1  # each row keeps a token to prefill
+    logits = torch.tensor([[10.0, 9.0, -50.0, -50.0]] * 200)
+    g = torch.Generator().manual_seed(0)
+    picks = _sample(logits, 1.0, 0.5, g)
+    assert set(picks.tolist()) == {0}  # top_p=0.5 keeps only the top token (p=0.73)
+    picks = _sample(logits, 1.0, 0.99, g)
+    assert set(picks.tolist()) == {0, 1}
+    assert _sample(logits[:1], 0.0, 1.0, g).tolist() == [0]
