@@ -6,7 +6,6 @@ import os
 import pytest
 import torch
 
-from srlm import judge, sample
 from srlm.backends.hf import HFBackend
 from srlm.records import read_jsonl
 from tiny import tiny_overrides, write_seed_files
@@ -19,15 +18,13 @@ class Crash(Exception):
 def test_resume_after_crash_mid_judging(tmp_path, tiny_model, tiny_run, monkeypatch):
     from srlm.cli import main
 
-    # Smaller chunks so the crash lands between chunks of the sample and judge stages.
-    monkeypatch.setattr(sample, "CHUNK_PROMPTS", 8)
-    monkeypatch.setattr(judge, "CHUNK_CANDIDATES", 16)
-    calls = {"n": 0}
+    calls = {}
     real_generate = HFBackend.generate
 
     def crashing(self, chats, params, seed):
-        calls["n"] += 1
-        if params.stop_at_score and calls["n"] >= 3:  # mid iteration-1 judging
+        if params.stop_at_score:
+            calls["judge"] = calls.get("judge", 0) + 1
+        if calls.get("judge", 0) == 2:  # iteration 1: first judge chunk done, second crashes
             raise Crash("simulated crash")
         return real_generate(self, chats, params, seed)
 
@@ -56,10 +53,10 @@ def test_resume_after_crash_mid_judging(tmp_path, tiny_model, tiny_run, monkeypa
     monkeypatch.setattr(HFBackend, "generate", counting)
     assert main(args) == 0
     n_cands = len(read_jsonl(os.path.join(it1, "candidates.jsonl")))
-    chunks_total = -(-n_cands // 16)
+    chunks_total = -(-n_cands // 8)
     # Iteration 1 redid only the unfinished judge chunks; iteration 2 judged everything.
     n2 = len(read_jsonl(os.path.join(run, "iter_2", "candidates.jsonl")))
-    assert resumed_calls["judge"] == (chunks_total - done_chunks) + -(-n2 // 16)
+    assert resumed_calls["judge"] == (chunks_total - done_chunks) + -(-n2 // 8)
 
     for t in (1, 2):
         for name in ("prompts", "candidates", "judgments", "pairs"):

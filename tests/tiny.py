@@ -73,7 +73,8 @@ def tiny_overrides(root: str, model_dir: str, ift: str, eft: str, template: str)
         "sft.max_length=512", "sft.lr_scheduler=constant",
         "prompts.num_prompts=4", "prompts.max_new_tokens=24", "prompts.few_shot=3", "prompts.min_words=1",
         "prompts.max_rounds=3", "prompts.rouge_threshold=0.99",
-        "sample.max_new_tokens=12", "judge.k=2", "judge.max_new_tokens=8",
+        "sample.max_new_tokens=12", "sample.chunk_size=2", "judge.k=2", "judge.max_new_tokens=8",
+        "judge.chunk_size=8",
         "dpo.learning_rate=0.0001", "dpo.batch_size=4", "dpo.per_device_batch_size=2", "dpo.max_length=512",
         "eval.enabled=false", "backend.batch_size=16",
     ]

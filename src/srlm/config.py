@@ -104,6 +104,9 @@ class SampleConfig:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (paper: 0.7)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (paper: 0.9)."})
     max_new_tokens: int = field(default=512, metadata={"help": "Token cap per candidate."})
+    chunk_size: int = field(
+        default=8,
+        metadata={"help": "Prompts per chunk: the unit of resume after a crash and of sharding across processes."})
 
 
 @dataclass

@@ -19,12 +19,6 @@ from srlm.backends import Backend, SamplingParams
 from srlm.parallel import run_chunks
 from srlm.records import CandidateRecord, JudgmentRecord, read_jsonl
 
-CHUNK_CANDIDATES = 16
-
-
-def judge_chats(template: str, prompt: str, responses: list[str]) -> list[list[dict]]:
-    return [[{"role": "user", "content": rubric.render(template, prompt, r)}] for r in responses]
-
 
 def judge_texts(backend: Backend, template: str, items: list[tuple[str, str]], k: int, cfg_judge, seed: int):
     """Judge (prompt, response) items k times each -> per item, k (text, score, error).
@@ -65,7 +59,7 @@ def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
         return recs
 
     out = os.path.join(it, "judgments.jsonl")
-    recs = run_chunks(out, cands, CHUNK_CANDIDATES, work, (cfg.seed, t, "judge"), f"M{t} judging")
+    recs = run_chunks(out, cands, cfg.judge.chunk_size, work, (cfg.seed, t, "judge"), f"M{t} judging")
     scores = [r["score"] for r in recs if r["score"] is not None]
     failures = Counter(r["error"].split(" [")[0] if r["error"] else "" for r in recs if r["score"] is None)
     hist = Counter(scores)

@@ -16,8 +16,6 @@ from srlm.backends import Backend, SamplingParams
 from srlm.parallel import run_chunks
 from srlm.records import CandidateRecord, PromptRecord, read_jsonl
 
-CHUNK_PROMPTS = 8  # unit of resume and of process sharding
-
 
 def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
     it = os.path.join(run_dir, f"iter_{t}")
@@ -42,7 +40,7 @@ def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
         return recs
 
     out = os.path.join(it, "candidates.jsonl")
-    recs = run_chunks(out, prompts, CHUNK_PROMPTS, work, (cfg.seed, t, "sample"), f"M{t} sampling")
+    recs = run_chunks(out, prompts, cfg.sample.chunk_size, work, (cfg.seed, t, "sample"), f"M{t} sampling")
     lengths = [len(r["response"]) for r in recs]
     sampled = {r["prompt_id"] for r in recs}
     return {
