@@ -26,6 +26,7 @@ def test_near_duplicate_index_matches_bruteforce():
 def test_clean_and_degenerate():
     assert clean('Request 9: "Name three rivers in Africa."') == "Name three rivers in Africa."
     assert clean("New task: Plan a picnic") == "Plan a picnic"
+    assert clean("Plan a picnic for four.\n\nRequest 10: more") == "Plan a picnic for four."
     assert is_degenerate(words("buy now buy now buy now buy now"))
     assert not is_degenerate(words("Explain why the sky looks blue during the day"))
 
@@ -41,4 +42,6 @@ def test_filter_reasons():
     assert filter_prompt("go go go go go go go", idx, cfg, seen) == "degenerate"
     assert filter_prompt("Name a color", idx, cfg, seen) == "duplicate"
     assert filter_prompt("Write a haiku about autumn leaves falling", idx, cfg, seen) == "near_duplicate"
+    assert filter_prompt("Certainly! Here is a new request", idx, cfg, seen) == "not_a_request"
+    assert filter_prompt("Plan a trip. Request 3: name a fish", idx, cfg, seen) == "not_a_request"
     assert filter_prompt("Suggest a name for a bakery", idx, cfg, seen) is None

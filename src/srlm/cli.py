@@ -97,7 +97,14 @@ def _config_for_dir(run_dir: str, config: str | None, overrides: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may follow options (`srlm eval DIR --models M1 eval.k=3`), which argparse
+    # leaves unparsed: take every leftover key=value as an override.
+    args, extra = parser.parse_known_args(argv)
+    bad = [x for x in extra if x.startswith("-") or "=" not in x]
+    if bad or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
     if not args.command:
         parser.print_help()
         return 0

@@ -115,6 +115,9 @@ class JudgeConfig:
     temperature: float = field(default=0.7, metadata={"help": "Judge sampling temperature (paper samples K; 0.7 as for candidates)."})
     top_p: float = field(default=0.9, metadata={"help": "Judge nucleus sampling."})
     max_new_tokens: int = field(default=192, metadata={"help": "Token cap per judgment; generation stops once the score line is complete."})
+    chunk_size: int = field(
+        default=16,
+        metadata={"help": "Candidates per chunk: the unit of resume after a crash and of sharding across processes."})
     template: str = field(
         default=EMBEDDED_TEMPLATE,
         metadata={"help": "Judge prompt template file with {prompt} and {response} placeholders; keep the "

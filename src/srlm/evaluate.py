@@ -328,8 +328,9 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
             if os.path.exists(os.path.join(run_dir, "eval", f"answers_{m}.jsonl.done"))]
     for x in models:
         k = int(x[1:])
-        rivals = [f"M{k - 1}"] + (["M1"] if k > 2 else [])
-        rivals = [r for r in rivals if r in have and r != x and k >= 2]
+        # M1 vs M0 shows what SFT did; later models face their predecessor and the SFT anchor.
+        rivals = [f"M{k - 1}"] + (["M1"] if k > 2 else []) if k >= 1 else []
+        rivals = [r for r in rivals if r in have]
         if not rivals:
             continue
         judge_backend = make_judge(cfg, run_dir, x)

@@ -11,6 +11,19 @@ from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, save
 from srlm.parallel import is_main, world
 
 
+def _checkpointing_arg() -> str:
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing.
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+_CHECKPOINTING_ARG = _checkpointing_arg()
+
+
 def trainer_kwargs(cfg, section, out_dir: str) -> dict:
     """Arguments common to TRL's SFTConfig and DPOConfig for one stage's config section."""
     _, size = world()
@@ -35,7 +48,7 @@ def trainer_kwargs(cfg, section, out_dir: str) -> dict:
         # project's AVX512-BF16 CPU; the default on GPUs that support it).
         bf16=use_bf16,
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=section.gradient_checkpointing,
+        **{_CHECKPOINTING_ARG: section.gradient_checkpointing},
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=True,

@@ -1,0 +1,74 @@
+"""Benchmark 2: the judging stage, srlm vs the naive loop.
+
+Naive: one fp32 `model.generate` call per judgment sample, the whole rubric prompt prefilled
+every time, generation until EOS or the token cap.
+srlm: the judge stage's path (rubric prefix prefilled once and its KV cache shared, K samples
+share each candidate's prefill, batched, stop at the completed score line, bf16 where fast).
+Metric: judgments per second. Target: >= 10x.
+    python benchmarks/bench_judging.py [--model DIR] [--candidates 8] [--k 3] [--repeats 3]
+--model defaults to the embedded M0; pass an SFT'd model (e.g. runs/default/models/M1) to
+measure the judge as the loop uses it, with score lines to stop at.
+"""
+
+import argparse
+from collections import Counter
+
+import torch
+
+from common import alternate, ift_examples, machine, median, table
+
+from srlm import rubric
+from srlm.backends.hf import HFBackend
+from srlm.config import JudgeConfig
+from srlm.judge import judge_texts
+from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, resolve, set_threads
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--candidates", type=int, default=8)
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(machine(), "model:", args.model or "embedded M0")
+    set_threads(0)
+    ref = ModelRef(args.model) if args.model else resolve("embedded:smollm2-135m-instruct")
+    tok = load_tokenizer(ref)
+    naive_m = load_model(ref, torch.float32)
+    backend = HFBackend(load_model(ref, pick_dtype("auto")), tok, batch_size=32)
+    template = rubric.load_template()
+    items = [(e.prompt, e.response) for e in ift_examples(args.candidates)]
+    jcfg = JudgeConfig(k=args.k, max_new_tokens=args.max_new_tokens)
+
+    def naive():
+        out = []
+        for i, (p, r) in enumerate(items):
+            ids = tok.apply_chat_template([{"role": "user", "content": rubric.render(template, p, r)}],
+                                          add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            for s in range(args.k):
+                torch.manual_seed(100 * i + s)
+                with torch.inference_mode():
+                    g = naive_m.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=True, temperature=0.7,
+                                         top_p=0.9, pad_token_id=tok.pad_token_id)
+                out.append(rubric.parse_score(tok.decode(g[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))[0])
+        return out
+
+    def fast():
+        return [s for row in judge_texts(backend, template, items, args.k, jcfg, seed=0) for _, s, _ in row]
+
+    times, scores = alternate({"naive": naive, "srlm": fast}, args.repeats)
+    n = len(items) * args.k
+    rows, rates = [], {}
+    for k in times:
+        rates[k] = n / median(times[k])
+        parsed = [s for s in scores[k] if s is not None]
+        rows.append([k, n, f"{median(times[k]):.1f}", f"{rates[k]:.2f}", f"{len(parsed)}/{n}",
+                     dict(sorted(Counter(parsed).items()))])
+    print(table(rows, ["path", "judgments", "median s", "judgments/s", "parsed", "scores"]))
+    print(f"RATIO judging judgments/s srlm/naive = {rates['srlm'] / rates['naive']:.2f}x (target >= 10x)")
+
+
+if __name__ == "__main__":
+    main()
