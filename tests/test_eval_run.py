@@ -40,7 +40,7 @@ def test_eval_with_openai_judge(run_copy, tmp_path, tiny_model, monkeypatch, cap
     agree = m["judge_agreement"]["prefs"]
     assert set(agree) == {"M0", "M1", "M2"}
     for v in agree.values():
-        assert v["pairs"] == 4 and v["correct"] + v["judge_ties"] + v["unparsed"] == 4
+        assert v["pairs"] == 4 and v["correct"] + v["wrong"] + v["judge_ties"] + v["unparsed"] == 4, v
     assert set(m["length"]) == {"M0", "M1", "M2"}
     # A judge that always answers "A" has total position bias: every prompt ends a tie.
     h = m["win_rate"]["M2_vs_M1"]

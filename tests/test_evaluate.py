@@ -17,7 +17,7 @@ def test_agreement_hand_computed():
     r = agreement(pairs, sa, sb)
     # pair1 correct (4.33 > 2.33), pair2 correct (1.5 < 4), pair3 judge tie, pair4 wrong,
     # pair5 unparsed; ties: pair6 agrees (2 == 2), pair7 does not.
-    assert (r["correct"], r["judge_ties"], r["unparsed"], r["human_non_tie"]) == (2, 1, 1, 5)
+    assert (r["correct"], r["wrong"], r["judge_ties"], r["unparsed"], r["human_non_tie"]) == (2, 1, 1, 1, 5)
     assert r["accuracy"] == pytest.approx(2 / 5)
     assert r["accuracy_decided"] == pytest.approx(2 / 3)
     assert (r["human_ties"], r["tie_agreement"]) == (2, 0.5)

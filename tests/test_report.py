@@ -230,8 +230,9 @@ def test_report_handles_partial_runs(tmp_path):
     report.build(run_dir)
     assert os.path.exists(os.path.join(run_dir, "report", "sft_loss.png"))
     os.makedirs(os.path.join(run_dir, "iter_3"))
-    with open(os.path.join(run_dir, "iter_3", "prompts.jsonl"), "w") as f:
-        f.write('{"id": "t3-p0", "prompt": "x"}\n{"torn": ')
+    for name in ("pairs", "judgments"):  # a crash mid-write leaves a torn last line
+        with open(os.path.join(run_dir, "iter_1", f"{name}.jsonl"), "a") as f:
+            f.write('{"id": "torn", "prompt": ')
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     metrics["iter_1"]["judge/score_mean"] = None
     metrics["sft"] = {}
@@ -239,6 +240,7 @@ def test_report_handles_partial_runs(tmp_path):
     os.remove(os.path.join(run_dir, "sft_log.json"))
     page = read(report.build(run_dir))
     assert "iter_3" in page and "No evaluation results" in page and "No SFT metrics" in page
+    assert page.count('class="card"') == 2 and "(score 4)" in page  # pair examples despite the torn lines
     assert 'id="plot-sft_loss"' not in page
     assert len(images(page)) == 4  # score histogram, pairs, pair lengths, DPO
     # A rebuild removes plots that no longer have data.
@@ -250,7 +252,9 @@ def test_report_handles_partial_runs(tmp_path):
     assert os.path.isfile(report.build(str(only)))
 
 
-def test_report_rejects_a_non_run_directory(tmp_path):
+def test_report_rejects_a_non_run_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
     with pytest.raises(InputError):
         report.build(str(tmp_path / "missing"))
     with pytest.raises(InputError):

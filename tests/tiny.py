@@ -69,7 +69,7 @@ def tiny_overrides(root: str, model_dir: str, ift: str, eft: str, template: str)
         f"data.ift=[{ift}]",
         f"data.eft=[{eft}]",
         f"judge.template={template}",
-        "sft.epochs=12", "sft.learning_rate=0.01", "sft.batch_size=8", "sft.per_device_batch_size=8",
+        "sft.lora=false", "dpo.lora=false", "sft.epochs=12", "sft.learning_rate=0.01", "sft.batch_size=8", "sft.per_device_batch_size=8",
         "sft.max_length=512", "sft.lr_scheduler=constant",
         "prompts.num_prompts=4", "prompts.max_new_tokens=24", "prompts.few_shot=3", "prompts.min_words=1",
         "prompts.max_rounds=3", "prompts.rouge_threshold=0.99",

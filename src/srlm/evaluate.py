@@ -60,7 +60,7 @@ def agreement(pairs: list, scores_a: list[list[int | None]], scores_b: list[list
         correct += ("a" if ma > mb else "b") == p.label
     n = len(pairs) - human_ties
     return {
-        "pairs": len(pairs), "human_non_tie": n, "correct": correct, "judge_ties": judge_ties,
+        "pairs": len(pairs), "human_non_tie": n, "correct": correct, "wrong": decided - correct, "judge_ties": judge_ties,
         "unparsed": unparsed, "accuracy": correct / n if n else None,
         "accuracy_decided": correct / decided if decided else None,
         "human_ties": human_ties, "tie_agreement": tie_agree / human_ties if human_ties else None,

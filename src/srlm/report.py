@@ -439,13 +439,13 @@ def _integer_y(ax) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _bar_labels(ax, bars, labels: list[str], inside: bool = False) -> None:
+def _bar_labels(ax, bars, labels: list[str], fontsize: float = 8) -> None:
     for b, text in zip(bars, labels):
         if not text:
             continue
         h = b.get_height()
         ax.annotate(text, (b.get_x() + b.get_width() / 2, h), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=8, color="#374151")
+                    ha="center", va="bottom", fontsize=fontsize, color="#374151")
 
 
 def plot_agreement(run: Run) -> Plot:
@@ -463,6 +463,8 @@ def plot_agreement(run: Run) -> Plot:
     colors = _model_colors(run.models)
     fig, ax = _figure()
     width = 0.8 / len(sources)
+    n_bars = len(models) * len(sources)
+    label_size = 8 if n_bars <= 10 else 6.5 if n_bars <= 16 else 0
     for j, s in enumerate(sources):
         xs = [i + (j - (len(sources) - 1) / 2) * width for i in range(len(models))]
         vals = [data[s].get(m) for m in models]
@@ -471,7 +473,8 @@ def plot_agreement(run: Run) -> Plot:
             bars = ax.bar(xs, heights, width * 0.85, color=[colors.get(m, GREY) for m in models])
         else:
             bars = ax.bar(xs, heights, width * 0.9, color=PALETTE[j % len(PALETTE)], label=s)
-        _bar_labels(ax, bars, [f"{100 * v:.0f}%" if v is not None else "n/a" for v in vals])
+        if label_size:
+            _bar_labels(ax, bars, [f"{100 * v:.0f}%" if v is not None else "n/a" for v in vals], label_size)
     ax.axhline(50, color=GREY, linestyle="--", linewidth=1)
     ax.set_xticks(range(len(models)), models)
     _slots(ax, len(models))
@@ -892,6 +895,7 @@ details > pre { margin:0; border-top:1px solid var(--line); border-radius: 0 0 1
 table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
 th, td { padding: 6px 12px; text-align: right; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
+td:first-child:not(.key) { white-space: normal; min-width: 160px; }
 thead th { background:#f3f4f6; font-weight:600; position: sticky; top: 0; }
 tbody tr:nth-child(even) td { background: var(--zebra); }
 tbody tr:last-child td { border-bottom: none; }
@@ -1290,8 +1294,4 @@ def build(run_dir: str) -> str:
     index = os.path.join(out_dir, "index.html")
     atomic_write_text(md, render_md(run, plots, answers, pair_ex, generated))
     atomic_write_text(index, render_html(run, plots, answers, pair_ex, generated))
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in (md, index):  # atomic_write_text's temp files are private; a report is for sharing
-        os.chmod(path, 0o666 & ~umask)
     return index

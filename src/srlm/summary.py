@@ -40,7 +40,10 @@ def print_summary(run_dir: str, metrics: dict) -> None:
         print(" " * width + "".join(f"{k:>12}" for k in iters))
         for label, key in ROWS:
             print(f"{label:<{width}}" + "".join(f"{_fmt(metrics[k].get(key)):>12}" for k in iters))
-    agreement = metrics.get("eval", {}).get("judge_agreement", {})
-    if agreement:
-        print("judge-human agreement: " + ", ".join(f"{m} {_fmt(v.get('accuracy'))}" for m, v in agreement.items()))
+    for source, per_model in metrics.get("eval", {}).get("judge_agreement", {}).items():
+        print(f"judge-human agreement ({source}): "
+              + ", ".join(f"{m} {_fmt(v.get('accuracy'))}" for m, v in per_model.items()))
+    for name, h in metrics.get("eval", {}).get("win_rate", {}).items():
+        print(f"win rate {name.replace('_', ' ')}: {_fmt(h.get('win_rate'))} "
+              f"(length-controlled {_fmt(h.get('length_controlled_win_rate'))})")
     print(f"models: {run_dir}/models   metrics: {run_dir}/metrics.json   report: srlm report {run_dir}")
