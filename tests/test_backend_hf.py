@@ -80,3 +80,30 @@ def test_common_prefix_and_top_p():
     picks = _sample(logits, 1.0, 0.99, g)
     assert set(picks.tolist()) == {0, 1}
     assert _sample(logits[:1], 0.0, 1.0, g).tolist() == [0]
+
+
+def test_judge_scores_agree_with_naive_path(tiny_run):
+    """Greedy judging on the tiny run's M1 (trained on bare `Score: N` judgments): the fast
+    path's early stop and shared rubric prefill give the scores the naive loop parses."""
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from srlm import rubric
+    from srlm.config import JudgeConfig, load_config
+    from srlm.judge import judge_texts
+
+    m1 = os.path.join(tiny_run, "models", "M1")
+    cfg = load_config(os.path.join(tiny_run, "config.yaml"))
+    template = rubric.load_template(cfg.judge.template)
+    b = HFBackend(AutoModelForCausalLM.from_pretrained(m1).eval(), AutoTokenizer.from_pretrained(m1), batch_size=4)
+    items = [(f"Describe {t}.", f"{t} is nice. " * (i + 1)) for i, t in enumerate(["rain", "a cat", "coffee", "music"])]
+    fast = judge_texts(b, template, items, 1, JudgeConfig(temperature=0.0, max_new_tokens=12), seed=0)
+    parsed = 0
+    for (p, r), row in zip(items, fast):
+        chat = [{"role": "user", "content": rubric.render(template, p, r)}]
+        naive_text = rubric.truncate_after_score(naive(b, chat, 12))
+        assert row[0][0] == naive_text
+        assert row[0][1] == rubric.parse_score(naive_text)[0]
+        parsed += row[0][1] is not None
+    assert parsed > 0, "M1 should produce parseable judgments, or this test compares nothing"

@@ -198,6 +198,7 @@ def eval_model(cfg, run_dir: str, name: str, backend) -> dict:
         out = os.path.join(ev, f"agreement_{_source_name(source)}_{name}.jsonl")
         if not is_done(out):
             pairs, stats = data.load_human_pairs(source, cfg.eval.max_human_pairs)
+            print(f"eval {name}: judging {len(pairs)} human-labelled pairs from {source} (k={cfg.eval.k})", flush=True)
             items = [(p.prompt, p.response_a) for p in pairs] + [(p.prompt, p.response_b) for p in pairs]
             judged = judge_texts(backend, template, items, cfg.eval.k, cfg.judge,
                                  derive_seed(cfg.seed, "eval", name, source))
@@ -222,6 +223,7 @@ def eval_model(cfg, run_dir: str, name: str, backend) -> dict:
     out = os.path.join(ev, f"answers_{name}.jsonl")
     if not is_done(out):
         prompts = data.load_prompts(cfg.eval.prompts, cfg.eval.max_prompts)
+        print(f"eval {name}: answering {len(prompts)} eval prompts", flush=True)
         params = SamplingParams(n=1, temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
                                 max_new_tokens=cfg.eval.max_new_tokens)
         outs = backend.generate([[{"role": "user", "content": p["prompt"]}] for p in prompts], params,
@@ -278,6 +280,7 @@ def compare(cfg, run_dir: str, x: str, y: str, judge_backend) -> dict:
             return [{"role": "user", "content": template.replace("{prompt}", p).replace("{response_a}", a)
                      .replace("{response_b}", b)}]
 
+        print(f"eval: {x} vs {y} on {len(ids)} prompts, both orders (judge: {cfg.eval.judge})", flush=True)
         chats = [render(ax[i]["prompt"], ax[i]["answer"], ay[i]["answer"]) for i in ids]
         chats += [render(ax[i]["prompt"], ay[i]["answer"], ax[i]["answer"]) for i in ids]
         params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.judge.max_new_tokens)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 from typing import Any, Callable, Sequence
 
@@ -83,7 +82,3 @@ def _finished_chunks(out_path: str) -> dict[int, list]:
         for line in read_partial(p):
             done[int(line["chunk"])] = line["records"]
     return done
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)
