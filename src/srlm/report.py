@@ -894,6 +894,7 @@ details > pre { margin:0; border-top:1px solid var(--line); border-radius: 0 0 1
 .table-wrap { overflow-x:auto; background:var(--card); border:1px solid var(--line); border-radius:10px; margin: 8px 0 16px; }
 table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
 th, td { padding: 6px 12px; text-align: right; border-bottom: 1px solid var(--line); white-space: nowrap; }
+td { white-space: normal; overflow-wrap: anywhere; max-width: 420px; }
 th:first-child, td:first-child { text-align: left; }
 td:first-child:not(.key) { white-space: normal; min-width: 160px; }
 thead th { background:#f3f4f6; font-weight:600; position: sticky; top: 0; }
