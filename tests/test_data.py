@@ -117,11 +117,16 @@ def test_pandalm_majority(tmp_path):
         {"idx": 2, "instruction": "Q", "input": "", "response1": "a", "response2": "b",
          "annotator1": 0, "annotator2": 1, "annotator3": 2},
     ]
+    recs.append({"idx": 3, "instruction": "", "input": "", "response1": "a", "response2": "b",
+                 "annotator1": 1, "annotator2": 1, "annotator3": 1})
+    recs.append({"idx": 4, "instruction": "Is it?", "input": "", "response1": True, "response2": "no",
+                 "annotator1": 1, "annotator2": 1, "annotator3": 1})
     p = tmp_path / "p.json"
     p.write_text(json.dumps(recs))
     pairs, stats = data.load_human_pairs(f"pandalm:{p}")
-    assert [(x.label, x.prompt) for x in pairs] == [("a", "Fix\n\nteh"), ("tie", "Q")]
-    assert stats == {"skipped_no_majority": 1, "pairs": 2}
+    assert [(x.label, x.prompt) for x in pairs] == [("a", "Fix\n\nteh"), ("tie", "Q"), ("a", "Is it?")]
+    assert pairs[2].response_a == "True"
+    assert stats == {"skipped_no_majority": 1, "skipped_empty": 1, "pairs": 3}
     recs[0]["annotator1"] = 7
     p.write_text(json.dumps(recs))
     with pytest.raises(InputError, match="record 0: annotator labels"):

@@ -234,11 +234,14 @@ def load_human_pairs(source: str, limit: int = 0) -> tuple[list[HumanPair], dict
             if count < 2:
                 stats["skipped_no_majority"] += 1
                 continue
-            prompt = _text(r, "instruction", where)
-            if (r.get("input") or "").strip():
-                prompt = f"{prompt}\n\n{r['input']}"
-            pairs.append(HumanPair(f"pandalm-{r.get('idx', i)}", prompt, r["response1"], r["response2"],
-                                   {0: "tie", 1: "a", 2: "b"}[top]))
+            # The public test set has a few empty fields and JSON booleans where text belongs.
+            instruction, inp, r1, r2 = (str(r.get(k) if r.get(k) is not None else "").strip()
+                                        for k in ("instruction", "input", "response1", "response2"))
+            if not (instruction or inp) or not r1 or not r2:
+                stats["skipped_empty"] += 1
+                continue
+            prompt = "\n\n".join(x for x in (instruction, inp) if x)
+            pairs.append(HumanPair(f"pandalm-{r.get('idx', i)}", prompt, r1, r2, {0: "tie", 1: "a", 2: "b"}[top]))
     else:
         for where, obj in _rows(source):
             if not isinstance(obj, dict):

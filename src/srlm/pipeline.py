@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import time
 
+import yaml
+
 from srlm import dpo, judge, pairs, prompts, sample, sft
 from srlm.backends import make_backend
 from srlm.config import Config, ConfigError, save_config, to_dict
 from srlm.modeling import ModelRef, resolve
 from srlm.parallel import barrier, is_main
 from srlm.records import is_done, read_json, update_metrics
-
-import yaml
 
 GENERATION_STAGES = {"prompts": prompts, "sample": sample, "judge": judge}
 STAGE_FILES = {"prompts": "prompts.jsonl", "sample": "candidates.jsonl", "judge": "judgments.jsonl",
