@@ -58,8 +58,7 @@ def run_variant(variant, n_pairs):
         cfg = load_config(packaged_config("default"))
         cfg.dpo.epochs = 1
         args = DPOConfig(**trainer_kwargs(cfg, cfg.dpo, os.path.join(out, "ck")), beta=0.1, lr_scheduler_type="polynomial",
-                         lr_scheduler_kwargs={"lr_end": 5e-6, "power": 1.0}, precompute_ref_log_probs=True,
-                         save_strategy="no")
+                         lr_scheduler_kwargs={"lr_end": 5e-6, "power": 1.0}, precompute_ref_log_probs=True)
         trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config(cfg.dpo))
     else:
         args = DPOConfig(output_dir=os.path.join(out, "ck"), per_device_train_batch_size=8, num_train_epochs=1,

@@ -9,6 +9,7 @@ default sizes are halved (same doubling steps).
 import argparse
 import os
 import resource
+import shutil
 import tempfile
 import time
 
@@ -16,6 +17,22 @@ from common import machine, table
 
 from srlm import pipeline
 from srlm.config import load_config, packaged_config
+from srlm.records import mark_done
+
+
+M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1")
+
+
+def start_run(cfg):
+    """A run directory whose M1 is the demo run's SFT'd model (so judgments parse and DPO
+    trains), or the embedded M0 when that run does not exist."""
+    run_dir = pipeline.prepare(cfg)
+    if os.path.isdir(M1):
+        shutil.copytree(M1, os.path.join(run_dir, "models", "M1"))
+        mark_done(os.path.join(run_dir, "models", "M1"))
+    else:
+        pipeline.run_sft(cfg, run_dir)
+    return run_dir
 
 
 def rss_mb():
@@ -33,8 +50,7 @@ def main():
         cfg = load_config(packaged_config("default"), [f"prompts.num_prompts={n}", "sft.enabled=false", "eval.enabled=false",
                                                        "iterations=1"])
         cfg.output_dir = tempfile.mkdtemp(prefix=f"scale{n}-")
-        run_dir = pipeline.prepare(cfg)
-        pipeline.run_sft(cfg, run_dir)
+        run_dir = start_run(cfg)
         t = time.perf_counter()
         pipeline.run_iteration(cfg, run_dir, 1)
         dt = time.perf_counter() - t
@@ -46,8 +62,7 @@ def main():
     cfg = load_config(packaged_config("default"), [f"prompts.num_prompts={args.rss_prompts}", "sft.enabled=false",
                                                    "eval.enabled=false", "iterations=3"])
     cfg.output_dir = tempfile.mkdtemp(prefix="rss-")
-    run_dir = pipeline.prepare(cfg)
-    pipeline.run_sft(cfg, run_dir)
+    run_dir = start_run(cfg)
     peaks = []
     for t in (1, 2, 3):
         pipeline.run_iteration(cfg, run_dir, t)
