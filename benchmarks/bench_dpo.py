@@ -27,6 +27,9 @@ def make_pairs(n):
     return [{"prompt": ex[i].prompt, "chosen": ex[i].response, "rejected": ex[i + 1].response} for i in range(n)]
 
 
+OVERRIDES: list[str] = []
+
+
 def run_variant(variant, n_pairs):
     import torch
     from datasets import Dataset
@@ -55,10 +58,11 @@ def run_variant(variant, n_pairs):
     # Timed from trainer construction: TRL precomputes reference log-probs in __init__.
     t = time.perf_counter()
     if variant == "srlm":
-        cfg = load_config(packaged_config("default"))
+        cfg = load_config(packaged_config("default"), OVERRIDES)
         cfg.dpo.epochs = 1
         args = DPOConfig(**trainer_kwargs(cfg, cfg.dpo, os.path.join(out, "ck")), beta=0.1, lr_scheduler_type="polynomial",
-                         lr_scheduler_kwargs={"lr_end": 5e-6, "power": 1.0}, precompute_ref_log_probs=True)
+                         lr_scheduler_kwargs={"lr_end": 5e-6, "power": 1.0}, precompute_ref_log_probs=True,
+                         precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None)
         trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config(cfg.dpo))
     else:
         args = DPOConfig(output_dir=os.path.join(out, "ck"), per_device_train_batch_size=8, num_train_epochs=1,
@@ -74,7 +78,9 @@ def main():
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--variant", choices=["srlm", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("overrides", nargs="*", help="config overrides for the srlm setup, e.g. dpo.per_device_batch_size=4")
     args = ap.parse_args()
+    OVERRIDES.extend(args.overrides)
     if args.variant:
         print("RESULT " + json.dumps(run_variant(args.variant, args.pairs)))
         return
@@ -82,7 +88,7 @@ def main():
     res = {"srlm": [], "trl": []}
     for r in range(args.repeats):
         for v in (["trl", "srlm"] if r % 2 == 0 else ["srlm", "trl"]):
-            p = subprocess.run([sys.executable, __file__, "--variant", v, "--pairs", str(args.pairs)],
+            p = subprocess.run([sys.executable, __file__, "--variant", v, "--pairs", str(args.pairs), *args.overrides],
                                capture_output=True, text=True)
             line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:

@@ -60,6 +60,7 @@ def run(cfg, run_dir: str, t: int) -> dict:
                 lr_scheduler_type="polynomial",
                 lr_scheduler_kwargs={"lr_end": cfg.dpo.final_learning_rate, "power": 1.0},
                 precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
+                precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None,
             )
             trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
                                  processing_class=tok, peft_config=lora_config(cfg.dpo))
