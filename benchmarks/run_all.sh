@@ -7,10 +7,9 @@ mkdir -p results
 PY=${PY:-../.venv/bin/python}
 M1=${1:-}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-$PY bench_ceiling.py 2>&1 | tee results/ceiling.log
 $PY bench_sampling.py 2>&1 | tee results/sampling.log
 $PY bench_ceiling.py 2>&1 | tee results/ceiling.log
 $PY bench_judging.py --repeats 2 ${M1:+--model "$M1"} 2>&1 | tee results/judging.log
 $PY bench_dpo.py 2>&1 | tee results/dpo.log
 $PY bench_iteration.py 2>&1 | tee results/iteration.log
-$PY bench_scaling.py --rss-prompts 6 2>&1 | tee results/scaling.log
+$PY bench_scaling.py --sizes 4,8,16 --rss-prompts 4 2>&1 | tee results/scaling.log
