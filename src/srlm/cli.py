@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError) as e:
         print(f"srlm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `srlm config --list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _dispatch(args) -> int:
