@@ -23,7 +23,7 @@ import time
 from collections import Counter
 
 from srlm import data, rubric
-from srlm.backends import SamplingParams, make_backend
+from srlm.backends import SamplingParams, generate_within_context, make_backend
 from srlm.judge import judge_texts
 from srlm.modeling import ModelRef, resolve
 from srlm.parallel import derive_seed, is_main
@@ -284,12 +284,8 @@ def compare(cfg, run_dir: str, x: str, y: str, judge_backend) -> dict:
         chats = [render(ax[i]["prompt"], ax[i]["answer"], ay[i]["answer"]) for i in ids]
         chats += [render(ax[i]["prompt"], ay[i]["answer"], ax[i]["answer"]) for i in ids]
         params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.judge.max_new_tokens)
-        limit = judge_backend.context_window - params.max_new_tokens
-        fits = [n <= limit for n in judge_backend.count_prompt_tokens(chats)]
-        outs = iter(judge_backend.generate([c for c, ok in zip(chats, fits) if ok], params,
-                                           derive_seed(cfg.seed, "h2h", x, y)))
-        texts = [next(outs)[0].text if ok else "" for ok in fits]
-        texts = [_cut_verdict(t) for t in texts]
+        outs = generate_within_context(judge_backend, chats, params, derive_seed(cfg.seed, "h2h", x, y))
+        texts = [_cut_verdict(o[0].text) if o else "" for o in outs]
         rows = []
         for k, i in enumerate(ids):
             vab, eab = parse_verdict(texts[k])

@@ -15,7 +15,7 @@ import statistics
 from collections import Counter
 
 from srlm import rubric
-from srlm.backends import Backend, SamplingParams
+from srlm.backends import Backend, SamplingParams, generate_within_context
 from srlm.parallel import run_chunks
 from srlm.records import CandidateRecord, JudgmentRecord, read_jsonl
 
@@ -26,16 +26,13 @@ def judge_texts(backend: Backend, template: str, items: list[tuple[str, str]], k
     params = SamplingParams(n=k, temperature=cfg_judge.temperature, top_p=cfg_judge.top_p,
                             max_new_tokens=cfg_judge.max_new_tokens, stop_at_score=True)
     chats = [[{"role": "user", "content": rubric.render(template, p, r)}] for p, r in items]
-    limit = backend.context_window - params.max_new_tokens
-    fits = [n <= limit for n in backend.count_prompt_tokens(chats)]
-    outs = iter(backend.generate([c for c, ok in zip(chats, fits) if ok], params, seed))
     results = []
-    for ok in fits:
-        if not ok:
+    for comps in generate_within_context(backend, chats, params, seed):
+        if comps is None:
             results.append([("", None, "judge prompt exceeds the context window")] * k)
             continue
         row = []
-        for c in next(outs):
+        for c in comps:
             text = rubric.truncate_after_score(c.text)
             score, err = rubric.parse_score(text)
             row.append((text, score, err))

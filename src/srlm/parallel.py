@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from srlm.records import append_jsonl, is_done, mark_done, read_partial, write_jsonl
+from srlm.records import append_jsonl, is_done, mark_done, read_jsonl, read_partial, write_jsonl
 
 
 def world() -> tuple[int, int]:
@@ -44,8 +44,6 @@ def run_chunks(out_path: str, items: Sequence[Any], chunk_size: int,
     """Apply fn(chunk_items, seed) -> records to every chunk; write all records, in chunk order,
     to out_path with a completion marker. Returns the records."""
     if is_done(out_path):
-        from srlm.records import read_jsonl
-
         return read_jsonl(out_path)
     rank, size = world()
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
@@ -71,8 +69,6 @@ def run_chunks(out_path: str, items: Sequence[Any], chunk_size: int,
         for p in glob.glob(f"{out_path}.partial.*"):
             os.remove(p)
     barrier()
-    from srlm.records import read_jsonl
-
     return read_jsonl(out_path)
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import statistics
 
-from srlm.backends import Backend, SamplingParams
+from srlm.backends import Backend, SamplingParams, generate_within_context
 from srlm.parallel import run_chunks
 from srlm.records import CandidateRecord, PromptRecord, read_jsonl
 
@@ -25,15 +25,9 @@ def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
 
     def work(chunk: list[PromptRecord], seed: int) -> list[dict]:
         chats = [[{"role": "user", "content": p.prompt}] for p in chunk]
-        limit = backend.context_window - params.max_new_tokens
-        fits = [n <= limit for n in backend.count_prompt_tokens(chats)]
-        outs = backend.generate([c for c, ok in zip(chats, fits) if ok], params, seed)
-        outs_iter = iter(outs)
         recs = []
-        for p, ok in zip(chunk, fits):
-            if not ok:
-                continue
-            for i, c in enumerate(next(outs_iter)):
+        for p, comps in zip(chunk, generate_within_context(backend, chats, params, seed)):
+            for i, c in enumerate(comps or []):
                 recs.append(dataclasses.asdict(CandidateRecord(
                     id=f"{p.id}-c{i}", prompt_id=p.id, prompt=p.prompt, response=c.text.strip(), index=i,
                     num_tokens=c.num_tokens, finish_reason=c.finish_reason)))
