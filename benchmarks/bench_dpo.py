@@ -1,7 +1,8 @@
 """Benchmark 4: DPO, srlm's setup vs TRL's DPOTrainer with its defaults.
 
 srlm: LoRA (reference = adapter disabled), reference log-probs precomputed once, bf16 autocast
-on CPUs that have it, unpadded micro-batches of 1 with gradient accumulation.
+on CPUs that have it, unpadded micro-batches of 1 with gradient accumulation, log-probs of the
+completion tokens only through a plain log_softmax on CPU (training.cpu_log_probs).
 Baseline: DPOTrainer defaults: full fine-tune, a separate reference model, no precompute,
 fp32, per-device batch 8.
 Both train one epoch on the same pairs at effective batch 8; each variant runs in its own
@@ -39,7 +40,7 @@ def run_variant(variant, n_pairs):
     from srlm.dpo import to_conversational
     from srlm.modeling import load_model, load_tokenizer, resolve, save_model, set_threads
     from srlm.records import PairRecord
-    from srlm.training import lora_config, trainer_kwargs
+    from srlm.training import cpu_log_probs, lora_config, trainer_kwargs
 
     set_threads(0)
     pairs = [PairRecord("p", "p", p["prompt"], p["chosen"], p["rejected"], "c", "r", 1, 0, 1, 1) for p in make_pairs(n_pairs)]
@@ -63,12 +64,15 @@ def run_variant(variant, n_pairs):
         args = DPOConfig(**trainer_kwargs(cfg, cfg.dpo, os.path.join(out, "ck")), beta=0.1, lr_scheduler_type="polynomial",
                          lr_scheduler_kwargs={"lr_end": 5e-6, "power": 1.0}, precompute_ref_log_probs=True,
                          precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config(cfg.dpo))
+        with cpu_log_probs():
+            trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                 peft_config=lora_config(cfg.dpo))
+            trainer.train()
     else:
         args = DPOConfig(output_dir=os.path.join(out, "ck"), per_device_train_batch_size=8, num_train_epochs=1,
                          report_to=[], save_strategy="no", use_cpu=not torch.cuda.is_available(), logging_steps=1)
         trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
-    trainer.train()
+        trainer.train()
     seconds = time.perf_counter() - t
     return {"variant": variant, "seconds": seconds, "setup_rss_mb": base_rss, "peak_rss_mb": peak_rss_mb()}
 

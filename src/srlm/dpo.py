@@ -15,7 +15,7 @@ import os
 from srlm.modeling import ModelRef, save_model
 from srlm.parallel import barrier, is_main
 from srlm.records import PairRecord, is_done, mark_done, read_json, read_jsonl, write_json
-from srlm.training import finish, last_checkpoint, load_for_training, log_summary, lora_config, trainer_kwargs
+from srlm.training import cpu_log_probs, finish, last_checkpoint, load_for_training, log_summary, lora_config, trainer_kwargs
 
 
 def to_conversational(pairs: list[PairRecord]):
@@ -62,9 +62,10 @@ def run(cfg, run_dir: str, t: int) -> dict:
                 precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
                 precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None,
             )
-            trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
-                                 processing_class=tok, peft_config=lora_config(cfg.dpo))
-            trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
+            with cpu_log_probs():
+                trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
+                                     processing_class=tok, peft_config=lora_config(cfg.dpo))
+                trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
             log = finish(trainer, tok, model_dir, ckpt)
             if is_main():
                 write_json(os.path.join(it, "dpo_log.json"), log)

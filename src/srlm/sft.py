@@ -16,7 +16,7 @@ from srlm import data, rubric
 from srlm.modeling import ModelRef, save_model
 from srlm.parallel import barrier, is_main
 from srlm.records import is_done, mark_done, read_json, write_json
-from srlm.training import finish, last_checkpoint, load_for_training, log_summary, lora_config, trainer_kwargs
+from srlm.training import cpu_log_probs, finish, last_checkpoint, load_for_training, log_summary, lora_config, trainer_kwargs
 
 
 def build_dataset(cfg):
@@ -50,9 +50,10 @@ def run(cfg, run_dir: str, m0: ModelRef) -> dict:
             ckpt = os.path.join(run_dir, "checkpoints", "sft")
             args = SFTConfig(**trainer_kwargs(cfg, cfg.sft, ckpt), lr_scheduler_type=cfg.sft.lr_scheduler,
                              completion_only_loss=True)
-            trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                                 peft_config=lora_config(cfg.sft))
-            trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
+            with cpu_log_probs():
+                trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                                     peft_config=lora_config(cfg.sft))
+                trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
             log = finish(trainer, tok, model_dir, ckpt)
             if is_main():
                 write_json(os.path.join(run_dir, "sft_log.json"), log)
