@@ -97,7 +97,9 @@ def test_judge_scores_agree_with_naive_path(tiny_run):
     cfg = load_config(os.path.join(tiny_run, "config.yaml"))
     template = rubric.load_template(cfg.judge.template)
     b = HFBackend(AutoModelForCausalLM.from_pretrained(m1).eval(), AutoTokenizer.from_pretrained(m1), batch_size=4)
-    items = [(f"Describe {t}.", f"{t} is nice. " * (i + 1)) for i, t in enumerate(["rain", "a cat", "coffee", "music"])]
+    # The EFT examples M1 was trained on (tiny.write_seed_files), so that some judgments parse.
+    topics = ["the sea", "a cat", "rain", "coffee", "a train", "winter", "music", "a garden"]
+    items = [(f"Describe {t}.", f"{t} " * (i % 4 + 1)) for i, t in enumerate(topics)]
     fast = judge_texts(b, template, items, 1, JudgeConfig(temperature=0.0, max_new_tokens=12), seed=0)
     parsed = 0
     for (p, r), row in zip(items, fast):
@@ -107,3 +109,33 @@ def test_judge_scores_agree_with_naive_path(tiny_run):
         assert row[0][1] == rubric.parse_score(naive_text)[0]
         parsed += row[0][1] is not None
     assert parsed > 0, "M1 should produce parseable judgments, or this test compares nothing"
+
+
+def test_nucleus_sampling_stays_in_the_exact_nucleus():
+    """_sample searches the top 256 tokens first; rows whose nucleus is wider (flat
+    distributions) must fall back to the full sort, so every draw lies in the exact nucleus."""
+    import torch
+
+    from srlm.backends.hf import TOP_P_CANDIDATES, _sample
+
+    torch.manual_seed(0)
+    vocab = 4 * TOP_P_CANDIDATES
+    peaked = torch.randn(vocab) * 6
+    flat = torch.randn(vocab) * 0.01  # nucleus of 0.9 spans ~90% of the vocabulary
+    logits = torch.stack([peaked, flat])
+
+    def nucleus(row, top_p):
+        p = torch.softmax(row, -1)
+        sp, si = p.sort(descending=True)
+        return set(si[(sp.cumsum(-1) - sp) <= top_p].tolist())
+
+    gen = torch.Generator().manual_seed(1)
+    allowed = [nucleus(r, 0.9) for r in logits]
+    assert len(allowed[1]) > TOP_P_CANDIDATES  # the fallback is exercised
+    drawn = [set(), set()]
+    for _ in range(200):
+        for row, tok in enumerate(_sample(logits, 1.0, 0.9, gen).tolist()):
+            assert tok in allowed[row]
+            drawn[row].add(tok)
+    assert len(drawn[1]) > 100  # the flat row really samples widely
+    assert (_sample(logits, 1.0, 1e-6, gen) == logits.argmax(-1)).all()  # tiny top_p: the top token only
