@@ -1,9 +1,8 @@
 """Benchmark 5: scaling. (a) One srlm iteration at growing prompt counts: seconds per prompt
 should stay within +-20%. (b) Peak RSS over a 3-iteration run: growth from the end of
 iteration 1 to the end of iteration 3 should be under 10%.
-    python benchmarks/bench_scaling.py [--sizes 4,8,16] [--rss-prompts 4]
-The issue asks for 16, 32 and 64 prompts; on 2 cores that is ~30 minutes of iterations, so the
-default sizes are a quarter of those (same doubling steps).
+    python benchmarks/bench_scaling.py [--sizes 16,32,64] [--rss-prompts 4]
+The sizes are the issue's; on 2 cores they take ~20 minutes (4,8,16 is a quicker look).
 """
 
 import argparse
@@ -41,7 +40,7 @@ def rss_mb():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="4,8,16")
+    ap.add_argument("--sizes", default="16,32,64")
     ap.add_argument("--rss-prompts", type=int, default=4)
     args = ap.parse_args()
     print(machine())
