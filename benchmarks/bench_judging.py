@@ -5,7 +5,8 @@ every time, generation until EOS or the token cap.
 srlm: the judge stage's path (rubric prefix prefilled once and its KV cache shared, K samples
 share each candidate's prefill, batched, stop at the completed score line, bf16 where fast).
 Metric: judgments per second. Target: >= 10x.
-    python benchmarks/bench_judging.py [--model DIR] [--candidates 8] [--k 3] [--repeats 3]
+    python benchmarks/bench_judging.py [--model DIR] [--candidates 32] [--k 3] [--batch-size 96] [--repeats 3]
+The default size is one judging chunk of the default config (32 candidates x K=3 = 96 rows).
 --model defaults to the embedded M0; pass an SFT'd model (e.g. runs/default/models/M1) to
 measure the judge as the loop uses it, with score lines to stop at.
 """
@@ -27,7 +28,8 @@ from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, reso
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--candidates", type=int, default=8)
+    ap.add_argument("--candidates", type=int, default=32, help="default: one judging chunk of the default config")
+    ap.add_argument("--batch-size", type=int, default=96, help="rows decoded together (default config: 96)")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
@@ -37,7 +39,7 @@ def main():
     ref = ModelRef(args.model) if args.model else resolve("embedded:smollm2-135m-instruct")
     tok = load_tokenizer(ref)
     naive_m = load_model(ref, torch.float32)
-    backend = HFBackend(load_model(ref, pick_dtype("auto")), tok, batch_size=32)
+    backend = HFBackend(load_model(ref, pick_dtype("auto")), tok, batch_size=args.batch_size)
     template = rubric.load_template()
     items = [(e.prompt, e.response) for e in ift_examples(args.candidates)]
     jcfg = JudgeConfig(k=args.k, max_new_tokens=args.max_new_tokens)
