@@ -33,14 +33,13 @@ OVERRIDES: list[str] = []
 
 def run_variant(variant, n_pairs):
     import torch
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from srlm import dpo
     from srlm.config import load_config, packaged_config
     from srlm.dpo import to_conversational
-    from srlm.modeling import load_model, load_tokenizer, resolve, save_model, set_threads
+    from srlm.modeling import ModelRef, load_model, load_tokenizer, resolve, save_model, set_threads
     from srlm.records import PairRecord
-    from srlm.training import cpu_log_probs, lora_config, trainer_kwargs
 
     set_threads(0)
     pairs = [PairRecord("p", "p", p["prompt"], p["chosen"], p["rejected"], "c", "r", 1, 0, 1, 1) for p in make_pairs(n_pairs)]
@@ -51,8 +50,6 @@ def run_variant(variant, n_pairs):
     ref = resolve("embedded:smollm2-135m-instruct")
     save_model(load_model(ref), load_tokenizer(ref), model_dir)
     base_rss = peak_rss_mb()
-    from srlm.modeling import ModelRef
-
     tok = load_tokenizer(ModelRef(model_dir))
     model = load_model(ModelRef(model_dir), torch.float32)
     model.train()
@@ -61,13 +58,7 @@ def run_variant(variant, n_pairs):
     if variant == "srlm":
         cfg = load_config(packaged_config("default"), OVERRIDES)
         cfg.dpo.epochs = 1
-        args = DPOConfig(**trainer_kwargs(cfg, cfg.dpo, os.path.join(out, "ck")), beta=0.1, lr_scheduler_type="polynomial",
-                         lr_scheduler_kwargs={"lr_end": 5e-6, "power": 1.0}, precompute_ref_log_probs=True,
-                         precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None)
-        with cpu_log_probs():
-            trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                 peft_config=lora_config(cfg.dpo))
-            trainer.train()
+        dpo.train(cfg, model, tok, pairs, os.path.join(out, "ck"))  # the DPO stage's own setup
     else:
         args = DPOConfig(output_dir=os.path.join(out, "ck"), per_device_train_batch_size=8, num_train_epochs=1,
                          report_to=[], save_strategy="no", use_cpu=not torch.cuda.is_available(), logging_steps=1)

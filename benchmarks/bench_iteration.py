@@ -10,20 +10,17 @@ default here is 6 prompts (same N, K, token caps, DPO batch and epochs as the de
 """
 
 import argparse
-import os
-import shutil
 import tempfile
 import time
 
 import torch
 
-from common import NaiveBackend, machine, table
+from common import DEMO_M1, NaiveBackend, machine, place_m1, table
 
-from srlm import dpo, judge, pairs, prompts, sample, sft
+from srlm import dpo, judge, pairs, prompts, sample
 from srlm.config import load_config, packaged_config
 from srlm.backends.hf import HFBackend
-from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, resolve, set_threads
-from srlm.records import mark_done
+from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, set_threads
 
 
 def one_iteration(cfg, run_dir, backend):
@@ -43,7 +40,7 @@ def one_iteration(cfg, run_dir, backend):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=6)
-    ap.add_argument("--m1", default=os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1"),
+    ap.add_argument("--m1", default=DEMO_M1,
                     help="the SFT'd model both pipelines start from (default: the demo run's M1; "
                          "without it the embedded M0 is used, which never writes a score line, so no pairs form)")
     args = ap.parse_args()
@@ -55,12 +52,7 @@ def main():
                                                        "eval.enabled=false"])
         run_dir = tempfile.mkdtemp(prefix=f"bench-{variant}-")
         cfg.output_dir = run_dir
-        m1 = ModelRef(os.path.join(run_dir, "models", "M1"))
-        if os.path.isdir(args.m1):
-            shutil.copytree(args.m1, m1.path)
-            mark_done(m1.path)
-        else:
-            sft.run(cfg, run_dir, resolve(cfg.model.name_or_path))  # M1 = M0, saved as a model directory
+        m1 = ModelRef(place_m1(cfg, run_dir, args.m1))
         if variant == "srlm":
             backend = HFBackend(load_model(m1, pick_dtype("auto")), load_tokenizer(m1), cfg.backend.batch_size)
         else:

@@ -6,31 +6,19 @@ The sizes are the issue's; on 2 cores they take ~20 minutes (4,8,16 is a quicker
 """
 
 import argparse
-import os
 import resource
-import shutil
 import tempfile
 import time
 
-from common import machine, table
+from common import machine, place_m1, table
 
 from srlm import pipeline
 from srlm.config import load_config, packaged_config
-from srlm.records import mark_done
-
-
-M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1")
 
 
 def start_run(cfg):
-    """A run directory whose M1 is the demo run's SFT'd model (so judgments parse and DPO
-    trains), or the embedded M0 when that run does not exist."""
     run_dir = pipeline.prepare(cfg)
-    if os.path.isdir(M1):
-        shutil.copytree(M1, os.path.join(run_dir, "models", "M1"))
-        mark_done(os.path.join(run_dir, "models", "M1"))
-    else:
-        pipeline.run_sft(cfg, run_dir)
+    place_m1(cfg, run_dir)
     return run_dir
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,10 +20,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from srlm import data  # noqa: E402
+from srlm import data, sft  # noqa: E402
 from srlm.backends.hf import HFBackend  # noqa: E402
 from srlm.config import EMBEDDED_EVAL_PROMPTS, EMBEDDED_IFT, EMBEDDED_MODEL  # noqa: E402
 from srlm.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
+from srlm.records import mark_done  # noqa: E402
+
+DEMO_M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1")
+
+
+def place_m1(cfg, run_dir: str, m1_dir: str = DEMO_M1) -> str:
+    """Give run_dir its M1: a copy of the demo run's SFT'd model, so judgments parse and DPO
+    trains; without that run, the embedded M0 saved as M1 (cfg has sft.enabled=false)."""
+    path = os.path.join(run_dir, "models", "M1")
+    if os.path.isdir(m1_dir):
+        shutil.copytree(m1_dir, path)
+        mark_done(path)
+    else:
+        sft.run(cfg, run_dir, resolve(cfg.model.name_or_path))
+    return path
 
 
 def machine() -> str:

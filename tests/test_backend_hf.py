@@ -97,9 +97,10 @@ def test_judge_scores_agree_with_naive_path(tiny_run):
     cfg = load_config(os.path.join(tiny_run, "config.yaml"))
     template = rubric.load_template(cfg.judge.template)
     b = HFBackend(AutoModelForCausalLM.from_pretrained(m1).eval(), AutoTokenizer.from_pretrained(m1), batch_size=4)
+    from tiny import TOPICS
+
     # The EFT examples M1 was trained on (tiny.write_seed_files), so that some judgments parse.
-    topics = ["the sea", "a cat", "rain", "coffee", "a train", "winter", "music", "a garden"]
-    items = [(f"Describe {t}.", f"{t} " * (i % 4 + 1)) for i, t in enumerate(topics)]
+    items = [(f"Describe {t}.", f"{t} " * (i % 4 + 1)) for i, t in enumerate(TOPICS)]
     fast = judge_texts(b, template, items, 1, JudgeConfig(temperature=0.0, max_new_tokens=12), seed=0)
     parsed = 0
     for (p, r), row in zip(items, fast):

@@ -9,6 +9,8 @@ import torch
 
 from srlm.prompts import INSTRUCTION
 
+# Topics of the tiny seed data: IFT "Write one sentence about T." and EFT "Describe T.".
+TOPICS = ["the sea", "a cat", "rain", "coffee", "a train", "winter", "music", "a garden"]
 TOKENIZER_CACHE = os.path.join(os.environ.get("SRLM_TEST_CACHE", "/tmp/srlm-test-cache"), "tokenizer")
 
 
@@ -48,20 +50,20 @@ def write_seed_files(root: str) -> tuple[str, str, str]:
     the format in a few steps and the loop forms real pairs."""
     ift = os.path.join(root, "ift.jsonl")
     eft = os.path.join(root, "eft.jsonl")
-    topics = ["the sea", "a cat", "rain", "coffee", "a train", "winter", "music", "a garden"]
     new_topics = ["the moon", "a dog", "snow", "tea", "a bicycle", "summer", "a painting", "a forest"]
     with open(ift, "w") as f:
-        for i, t in enumerate(topics):
+        for i, t in enumerate(TOPICS):
             f.write(json.dumps({"prompt": f"Write one sentence about {t}.",
                                 "response": f"Here is a sentence about {t}: it is lovely."}) + "\n")
         # The self-instruct role too, so that M1 writes requests that pass the prompt filters
         # (a 2-layer model left to generalise from the examples writes answers instead).
         for i, t in enumerate(new_topics):
-            shots = "\n".join(f"Request {j + 1}: Write one sentence about {topics[(i + j) % 8]}." for j in range(3))
+            shots = "\n".join(f"Request {j + 1}: Write one sentence about {TOPICS[(i + j) % len(TOPICS)]}."
+                               for j in range(3))
             f.write(json.dumps({"prompt": INSTRUCTION.format(examples=shots),
                                 "response": f"Write one sentence about {t}."}) + "\n")
     with open(eft, "w") as f:
-        for i, t in enumerate(topics * 4):
+        for i, t in enumerate(TOPICS * 4):
             f.write(json.dumps({"prompt": f"Describe {t}.", "response": f"{t} " * (i % 4 + 1),
                                 "judgment": f"Score: {i % 6}", "score": i % 6}) + "\n")
     template = os.path.join(root, "template.txt")

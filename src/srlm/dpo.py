@@ -35,6 +35,27 @@ def start_model(cfg, run_dir: str, t: int) -> ModelRef:
     return ModelRef(os.path.join(run_dir, "models", name))
 
 
+def train(cfg, model, tok, pairs: list[PairRecord], ckpt: str):
+    """TRL's DPOTrainer with the config's settings, trained (resuming from ckpt if it holds a
+    checkpoint); returns the trainer. benchmarks/bench_dpo.py times exactly this."""
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(
+        **trainer_kwargs(cfg, cfg.dpo, ckpt),
+        beta=cfg.dpo.beta,
+        # Linear decay from learning_rate to final_learning_rate (paper: 1e-6 -> 1e-7).
+        lr_scheduler_type="polynomial",
+        lr_scheduler_kwargs={"lr_end": cfg.dpo.final_learning_rate, "power": 1.0},
+        precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
+        precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None,
+    )
+    with cpu_log_probs():
+        trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
+                             processing_class=tok, peft_config=lora_config(cfg.dpo))
+        trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
+    return trainer
+
+
 def run(cfg, run_dir: str, t: int) -> dict:
     it = os.path.join(run_dir, f"iter_{t}")
     model_dir = os.path.join(run_dir, "models", f"M{t + 1}")
@@ -50,22 +71,8 @@ def run(cfg, run_dir: str, t: int) -> dict:
                 mark_done(model_dir, {"dpo/pairs": 0, "dpo/skipped_no_pairs": 1})
             barrier()
         else:
-            from trl import DPOConfig, DPOTrainer
-
             ckpt = os.path.join(run_dir, "checkpoints", f"dpo_{t}")
-            args = DPOConfig(
-                **trainer_kwargs(cfg, cfg.dpo, ckpt),
-                beta=cfg.dpo.beta,
-                # Linear decay from learning_rate to final_learning_rate (paper: 1e-6 -> 1e-7).
-                lr_scheduler_type="polynomial",
-                lr_scheduler_kwargs={"lr_end": cfg.dpo.final_learning_rate, "power": 1.0},
-                precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
-                precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None,
-            )
-            with cpu_log_probs():
-                trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
-                                     processing_class=tok, peft_config=lora_config(cfg.dpo))
-                trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
+            trainer = train(cfg, model, tok, pairs, ckpt)
             log = finish(trainer, tok, model_dir, ckpt)
             if is_main():
                 write_json(os.path.join(it, "dpo_log.json"), log)

@@ -174,8 +174,8 @@ def _self_instruct(cfg, out: str, t: int, backend: Backend | None) -> None:
             break
         rounds_run = r + 1
         rng = random.Random(derive_seed(cfg.seed, t, "prompts", r))
-        # Ask for three times what is missing: M1 of the default run keeps ~55% of what it
-        # writes (docs/RESULTS.md), and on CPU a batch of 48 rows decodes in little more time
+        # Ask for three times what is missing: M1 of the default run keeps 35-46% of what it
+        # writes (docs/LOG.md), and on CPU a batch of 48 rows decodes in little more time
         # than one of 16, while another round costs a whole decode loop.
         asks = max(16, 3 * need)
         chats = []

@@ -105,7 +105,6 @@ class HFBackend:
 
     def _new_cache(self, room: int):
         from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
 
         cache = DynamicCache(config=self.model.config)
         # Full-attention layers only (sliding-window and linear-attention layers keep their own logic).
@@ -128,14 +127,15 @@ class HFBackend:
         for r, s in enumerate(suffixes):
             inp[r, S - len(s):] = torch.tensor(s)
             mask[r, prefix_len + S - len(s):] = 1
+        room = min(params.max_new_tokens, CACHE_ROOM)
         if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
+            cache = copy.deepcopy(prefix_cache)  # prefilled with no room: it is copied per row
             for layer in cache.layers:
                 if isinstance(layer, _RoomyLayer):
-                    layer.room = min(params.max_new_tokens, CACHE_ROOM)
+                    layer.room = room
             cache.batch_repeat_interleave(B)
         else:
-            cache = self._new_cache(room=min(params.max_new_tokens, CACHE_ROOM))
+            cache = self._new_cache(room)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos[:, prefix_len:].to(dev),
                          use_cache=True, **{self.cache_kw: cache}, logits_to_keep=1)
@@ -235,11 +235,15 @@ class _RoomyLayer(DynamicLayer):
         self.room = room
         self.length = 0
 
+    def _capacity(self) -> int:
+        # Before the first update `keys` is DynamicLayer's empty placeholder, not a buffer.
+        return self.keys.shape[-2] if self.is_initialized and self.keys.dim() == 4 else 0
+
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         new = key_states.shape[-2]
-        if self.keys.dim() != 4 or self.length + new > self.keys.shape[-2]:
+        if self.length + new > self._capacity():
             size = self.length + new + self.room
             keys = key_states.new_zeros(key_states.shape[:2] + (size, key_states.shape[-1]))
             values = value_states.new_zeros(value_states.shape[:2] + (size, value_states.shape[-1]))
@@ -257,8 +261,7 @@ class _RoomyLayer(DynamicLayer):
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         # The mask is built before `update`, so report the size the buffer will have after it.
-        size = self.keys.shape[-2] if self.is_initialized and self.keys.dim() == 4 else 0
-        needed = self.length + query_length
+        size, needed = self._capacity(), self.length + query_length
         return (size if needed <= size else needed + self.room), 0
 
     def batch_repeat_interleave(self, repeats: int) -> None:
