@@ -122,6 +122,20 @@ class JudgeConfig:
         default=EMBEDDED_TEMPLATE,
         metadata={"help": "Judge prompt template file with {prompt} and {response} placeholders; keep the "
                   "constant rubric first so its prefill is computed once and shared."})
+    scoring: str = field(
+        default="parsed",
+        metadata={"help": "parsed (the paper): a judgment's score is its parsed 'Score: N' line; unparseable "
+                  "judgments are excluded and counted. expected: the probability-weighted mean over the "
+                  "digits 0-5 read from the model's next-token distribution where it writes its score "
+                  "digit, or, when it stopped without a score line, after a forced 'Score: ' prefix; no "
+                  "judgment is thrown away. Needs token probabilities (transformers backend, or a server "
+                  "returning logprobs; otherwise srlm warns once and falls back to parsed)."})
+    stop_repetition: int = field(
+        default=0,
+        metadata={"help": "Cut a judgment once the same n-gram of this many tokens has occurred 3 times (a "
+                  "small model often repeats one sentence until the token cap); the cut judgment is "
+                  "scored from a forced prefix in expected mode, or counted as a failure in parsed mode. "
+                  "0 = off (the paper)."})
 
 
 @dataclass
@@ -316,6 +330,8 @@ def validate(cfg: Config) -> None:
         (cfg.iterations >= 0, "iterations must be >= 0"),
         (cfg.sample.n >= 2, "sample.n must be >= 2 to form a pair"),
         (cfg.judge.k >= 1, "judge.k must be >= 1"),
+        (cfg.judge.scoring in ("parsed", "expected"), "judge.scoring must be parsed or expected"),
+        (cfg.judge.stop_repetition >= 0, "judge.stop_repetition must be >= 0"),
         (0 < cfg.sample.top_p <= 1, "sample.top_p must be in (0, 1]"),
         (cfg.dpo.init in ("anchor", "previous"), "dpo.init must be 'anchor' or 'previous'"),
         (cfg.prompts.source in ("self_instruct", "file"), "prompts.source must be self_instruct or file"),

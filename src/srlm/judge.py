@@ -1,43 +1,101 @@
 """Stage 3 of an iteration: M_t judges every candidate K=3 times with the additive 0-5
 rubric (paper section 3.2, Figure 2).
 
-Each judgment keeps the raw text and its strictly parsed score; an unparseable, conflicting
-or out-of-range judgment is stored with score=null and its reason, and counted in
-judge/parse_failure_rate. Nothing is ever guessed into a score.
+judge.scoring picks how a judgment becomes a score:
+- parsed (the paper): the strictly parsed `Score: N` line; an unparseable, conflicting or
+  out-of-range judgment is stored with score=null and its reason, counted in
+  judge/parse_failure_rate, and never guessed into a score.
+- expected: the probability-weighted mean of the digits 0-5 under the model's next-token
+  distribution where it wrote its score digit; when it stopped (or was cut for repeating
+  itself, judge.stop_repetition) without a score line, the distribution is read after the
+  judgment text plus a forced `Score: ` prefix. The six probabilities and whether the prefix was
+  forced are stored with the judgment; no judgment is thrown away. An engine that returns no
+  token probabilities falls back to parsed, judgment by judgment, and says so.
 Output: DIR/iter_<t>/judgments.jsonl of JudgmentRecord.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import statistics
 from collections import Counter
+from dataclasses import dataclass
 
 from srlm import rubric
 from srlm.backends import Backend, SamplingParams, generate_within_context
 from srlm.parallel import run_chunks
 from srlm.records import CandidateRecord, JudgmentRecord, read_jsonl
 
+log = logging.getLogger(__name__)
+OVER_CONTEXT = "judge prompt exceeds the context window"
 
-def judge_texts(backend: Backend, template: str, items: list[tuple[str, str]], k: int, cfg_judge, seed: int):
-    """Judge (prompt, response) items k times each -> per item, k (text, score, error).
-    Shared by this stage and by evaluation (srlm/evaluate.py)."""
+
+@dataclass
+class Judgment:
+    text: str
+    score: float | int | None  # what pairs and evaluation use: parsed int, or expected float
+    error: str | None  # why the text did not parse (kept in expected mode too, for the record)
+    parsed: int | None  # the parsed `Score: N`, whatever the mode
+    probs: list[float] | None = None  # expected mode: P(0..5)
+    forced: bool = False  # expected mode: probabilities read after a forced score prefix
+    finish_reason: str | None = None
+    mode: str = "parsed"  # how `score` was obtained
+
+
+def judge_items(backend: Backend, template: str, items: list[tuple[str, str]], k: int, cfg_judge,
+                seed: int) -> list[list[Judgment]]:
+    """Judge (prompt, response) items k times each. Shared by this stage, evaluation
+    (srlm/evaluate.py) and EFT building (srlm/eft_build.py)."""
+    scoring = getattr(cfg_judge, "scoring", "parsed")
+    expected = scoring == "expected"
     params = SamplingParams(n=k, temperature=cfg_judge.temperature, top_p=cfg_judge.top_p,
-                            max_new_tokens=cfg_judge.max_new_tokens, stop_at_score=True)
+                            max_new_tokens=cfg_judge.max_new_tokens, stop_at_score=True, score_probs=expected,
+                            stop_repetition=getattr(cfg_judge, "stop_repetition", 0))
     chats = [[{"role": "user", "content": rubric.render(template, p, r)}] for p, r in items]
-    results = []
-    for comps in generate_within_context(backend, chats, params, seed):
+    results: list[list[Judgment]] = []
+    for chat, comps in zip(chats, generate_within_context(backend, chats, params, seed)):
         if comps is None:
-            results.append([("", None, "judge prompt exceeds the context window")] * k)
+            results.append([Judgment("", None, OVER_CONTEXT, None) for _ in range(k)])
             continue
         row = []
         for c in comps:
             text = rubric.truncate_after_score(c.text)
-            score, err = rubric.parse_score(text)
-            row.append((text, score, err))
+            parsed, err = rubric.parse_score(text)
+            if err and c.finish_reason == "repetition":
+                err = f"{err} (cut for repeating itself)"
+            row.append(Judgment(text, parsed, err, parsed, probs=c.score_probs, finish_reason=c.finish_reason))
         results.append(row)
+    if expected:
+        _expected_scores(backend, chats, results)
     return results
+
+
+def _expected_scores(backend: Backend, chats: list, results: list[list[Judgment]]) -> None:
+    """Fill in expected scores: from the written score position, else from a forced prefix."""
+    need = [(i, j) for i, row in enumerate(results) for j, jd in enumerate(row)
+            if jd.probs is None and jd.error != OVER_CONTEXT]
+    forced = backend.score_probs([chats[i] for i, _ in need],
+                                 [rubric.forced_prefix(results[i][j].text) for i, j in need]) if need else []
+    for (i, j), probs in zip(need, forced):
+        results[i][j].probs, results[i][j].forced = probs, probs is not None
+    missing = 0
+    for row in results:
+        for jd in row:
+            if jd.probs is not None:
+                jd.score, jd.mode = rubric.expected_score(jd.probs), "expected"
+            elif jd.error != OVER_CONTEXT:
+                missing += 1
+    if missing:
+        log.warning("judge.scoring=expected: the engine returned no token probabilities for %d judgments; "
+                    "they use their parsed score instead", missing)
+
+
+def judge_texts(backend: Backend, template: str, items: list[tuple[str, str]], k: int, cfg_judge, seed: int):
+    """judge_items as per item k (text, score, error) tuples."""
+    return [[(j.text, j.score, j.error) for j in row] for row in judge_items(backend, template, items, k, cfg_judge,
+                                                                             seed)]
 
 
 def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
@@ -46,26 +104,42 @@ def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
     template = rubric.load_template(cfg.judge.template)
 
     def work(chunk: list[CandidateRecord], seed: int) -> list[dict]:
-        res = judge_texts(backend, template, [(c.prompt, c.response) for c in chunk], cfg.judge.k, cfg.judge, seed)
+        res = judge_items(backend, template, [(c.prompt, c.response) for c in chunk], cfg.judge.k, cfg.judge, seed)
         recs = []
         for c, row in zip(chunk, res):
-            for s, (text, score, err) in enumerate(row):
+            for s, jd in enumerate(row):
                 recs.append(dataclasses.asdict(JudgmentRecord(
-                    id=f"{c.id}-j{s}", candidate_id=c.id, prompt_id=c.prompt_id, sample=s, text=text,
-                    score=score, error=err)))
+                    id=f"{c.id}-j{s}", candidate_id=c.id, prompt_id=c.prompt_id, sample=s, text=jd.text,
+                    score=jd.score, error=jd.error, parsed_score=jd.parsed, mode=jd.mode, score_probs=jd.probs,
+                    score_forced=jd.forced, finish_reason=jd.finish_reason)))
         return recs
 
     out = os.path.join(it, "judgments.jsonl")
     recs = run_chunks(out, cands, cfg.judge.chunk_size, work, (cfg.seed, t, "judge"), f"M{t} judging")
+    return summarize(recs)
+
+
+def summarize(recs: list[dict]) -> dict:
+    """judge/* metrics of judgment records. parse_failure_rate always counts texts without a
+    valid score line (the paper's measure); unscored counts judgments with no score at all,
+    which is 0 in expected mode by construction."""
     scores = [r["score"] for r in recs if r["score"] is not None]
-    failures = Counter(r["error"].split(" [")[0] if r["error"] else "" for r in recs if r["score"] is None)
-    hist = Counter(scores)
+    parsed = [r.get("parsed_score", r["score"]) for r in recs]
+    parsed = [p for p in parsed if p is not None]
+    failures = Counter(r["error"].split(" [")[0] if r["error"] else "" for r in recs
+                       if r.get("parsed_score", r["score"]) is None)
+    # Histogram of scores rounded to the nearest digit (expected scores are fractional).
+    hist = Counter(int(round(s)) for s in scores)
+    n = len(recs)
     return {
-        "judge/judgments": len(recs),
-        "judge/parsed": len(scores),
-        "judge/parse_failures": len(recs) - len(scores),
-        "judge/parse_failure_rate": (len(recs) - len(scores)) / len(recs) if recs else 0.0,
+        "judge/judgments": n,
+        "judge/parsed": len(parsed),
+        "judge/parse_failures": n - len(parsed),
+        "judge/parse_failure_rate": (n - len(parsed)) / n if n else 0.0,
         "judge/failure_reasons": dict(failures),
+        "judge/unscored": n - len(scores),
+        "judge/forced_prefix": sum(bool(r.get("score_forced")) for r in recs),
+        "judge/cut_repetition": sum(r.get("finish_reason") == "repetition" for r in recs),
         "judge/score_mean": statistics.fmean(scores) if scores else None,
         "judge/score_std": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
         "judge/score_hist": {str(k): hist.get(k, 0) for k in range(rubric.MAX_SCORE + 1)},

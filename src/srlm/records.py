@@ -46,8 +46,13 @@ class JudgmentRecord:
     prompt_id: str
     sample: int
     text: str
-    score: int | None
-    error: str | None  # why `score` is None
+    score: float | int | None  # parsed int, or the expected score in judge.scoring=expected
+    error: str | None  # why the text has no valid score line
+    parsed_score: int | None = None  # the parsed `Score: N` whatever the mode
+    mode: str = "parsed"  # "parsed" | "expected": how `score` was obtained
+    score_probs: list[float] | None = None  # expected mode: P(score digit = 0..5)
+    score_forced: bool = False  # expected mode: read after a forced `Score: ` prefix
+    finish_reason: str | None = None  # "stop" | "length" | "repetition"
 
 
 @dataclass
@@ -121,11 +126,13 @@ def read_jsonl(path: str, cls: type | None = None) -> list:
             continue
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{lineno}: expected a JSON object")
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - obj.keys()
+        fields = dataclasses.fields(cls)
+        required = {f.name for f in fields if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
+        missing = required - obj.keys()
         if missing:
             raise InputError(f"{path}:{lineno}: missing field(s) {', '.join(sorted(missing))}")
-        out.append(cls(**{k: obj[k] for k in names}))
+        out.append(cls(**{f.name: obj[f.name] for f in fields if f.name in obj}))
     return out
 
 

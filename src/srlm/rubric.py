@@ -19,6 +19,10 @@ MAX_SCORE = 5
 SCORE_LINE = re.compile(r"^[ \t]*Score:[ \t]*(\d+)[ \t]*$", re.MULTILINE)
 # A score line is complete once a non-digit follows the number: generation can stop there.
 SCORE_LINE_COMPLETE = re.compile(r"(?:^|\n)[ \t]*Score:[ \t]*\d+[^\d]")
+# Text that ends where the score digit comes next (expected scoring reads the distribution there).
+SCORE_PREFIX_END = re.compile(r"(?:^|\n)[ \t]*Score:[ \t]*$")
+# Appended to a judgment that stopped without a score line, to read the digit distribution.
+FORCED_PREFIX = "\nScore: "
 
 
 def load_template(path: str = EMBEDDED_TEMPLATE) -> str:
@@ -53,6 +57,16 @@ def parse_score(text: str) -> tuple[int | None, str | None]:
     if not 0 <= value <= MAX_SCORE:
         return None, f"score {value} out of range 0-{MAX_SCORE}"
     return value, None
+
+
+def expected_score(probs: list[float]) -> float:
+    """The probability-weighted mean over the digits 0..MAX_SCORE."""
+    return sum(d * p for d, p in enumerate(probs))
+
+
+def forced_prefix(text: str) -> str:
+    """The judgment text with the score prefix appended, as the assistant turn's beginning."""
+    return text.rstrip() + FORCED_PREFIX if text.strip() else FORCED_PREFIX.lstrip("\n")
 
 
 def score_line_complete(text: str) -> bool:

@@ -28,7 +28,8 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from srlm import rubric
-from srlm.backends.base import Chat, Completion, SamplingParams
+from srlm.backends.base import SCORE_DIGITS, Chat, Completion, SamplingParams
+from srlm.repetition import RepetitionGuard
 from srlm.modeling import ModelRef, context_window, load_model, load_tokenizer, pick_dtype, set_threads
 
 MIN_SHARED_PREFIX = 16  # below this a shared prefill saves less than the cache copies cost
@@ -60,6 +61,7 @@ class HFBackend:
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         if getattr(model.config, "_attn_implementation", None) == "sdpa" and _register_attention():
             model.set_attn_implementation(ATTENTION)
+        self.digit_ids = _digit_token_ids(tokenizer)
 
     @classmethod
     def from_config(cls, cfg, ref: ModelRef) -> "HFBackend":
@@ -150,23 +152,45 @@ class HFBackend:
         alive = torch.arange(rows)  # original row of each batch slot
         tokens: list[list[int]] = [[] for _ in range(rows)]
         reason = ["length"] * rows
+        guards = [RepetitionGuard(params.stop_repetition) for _ in range(rows)] if params.stop_repetition else None
+        cut_at: dict[int, int] = {}
+        # Expected scoring: the digit distribution at the step where a row writes its score digit.
+        pending: dict[int, list[float]] = {}
+        digit_probs: dict[int, list[float]] = {}
         # Finished rows stay in the batch (their tokens ignored) until they are a DROP_FRACTION of
         # it: each drop copies the whole cache, which costs more than decoding a few extra rows.
         finished = torch.zeros(rows, dtype=torch.bool)
         for step in range(params.max_new_tokens):
             nxt = _sample(logits, params.temperature, params.top_p, gen)
+            if params.score_probs and pending:
+                probs = self._digit_distribution(logits, [s for s, r in enumerate(alive.tolist()) if r in pending])
+                for slot, p in probs.items():
+                    pending[int(alive[slot])] = p
             for slot, row in enumerate(alive.tolist()):
                 if finished[slot]:
                     continue
                 t = int(nxt[slot])
+                if row in pending:
+                    p = pending.pop(row)
+                    if t in self.digit_ids.values_set and row not in digit_probs:
+                        digit_probs[row] = p
                 if t in self.eos_ids:
                     finished[slot] = True
                     reason[row] = "stop"
                     continue
                 tokens[row].append(t)
+                if guards is not None:
+                    cut = guards[row].push(t)
+                    if cut is not None:
+                        cut_at[row] = cut
+                        finished[slot] = True
+                        reason[row] = "repetition"
+                        continue
                 if params.stop_at_score and self._score_done(tokens[row]):
                     finished[slot] = True
                     reason[row] = "stop"
+                elif params.score_probs and row not in digit_probs and self._at_score_prefix(tokens[row]):
+                    pending[row] = []  # read the distribution at the next step
             if step == params.max_new_tokens - 1 or finished.all():
                 break
             if finished.sum() * DROP_FRACTION >= len(alive):
@@ -181,11 +205,63 @@ class HFBackend:
             next_pos = next_pos + 1
         outs = []
         for row in range(rows):
-            text = self.tok.decode(tokens[row], skip_special_tokens=True)
+            toks = tokens[row][:cut_at[row]] if row in cut_at else tokens[row]
+            text = self.tok.decode(toks, skip_special_tokens=True)
             if params.stop_at_score:
                 text = rubric.truncate_after_score(text)
-            outs.append(Completion(text=text, num_tokens=len(tokens[row]), finish_reason=reason[row]))
+            probs = None
+            if params.score_probs and row in digit_probs and rubric.parse_score(text)[0] is not None:
+                probs = digit_probs[row]
+            outs.append(Completion(text=text, num_tokens=len(tokens[row]), finish_reason=reason[row],
+                                   score_probs=probs))
         return outs
+
+    def _at_score_prefix(self, toks: list[int]) -> bool:
+        # Cheap tail check first, as in _score_done.
+        tail = self.tok.decode(toks[-4:], skip_special_tokens=True)
+        if not rubric.SCORE_PREFIX_END.search(tail):
+            return False
+        return rubric.SCORE_PREFIX_END.search(self.tok.decode(toks, skip_special_tokens=True)) is not None
+
+    def _digit_distribution(self, logits: torch.Tensor, slots: list[int]) -> dict[int, list[float]]:
+        """The model's own next-token distribution (temperature 1) over the score digits, summed
+        over each digit's token variants and renormalised over the six."""
+        if not slots:
+            return {}
+        probs = torch.softmax(logits[slots].float(), dim=-1)
+        mass = torch.stack([probs[:, ids].sum(-1) for ids in self.digit_ids.per_digit], dim=-1)
+        total = mass.sum(-1, keepdim=True).clamp_min(1e-30)
+        return {s: row.tolist() for s, row in zip(slots, (mass / total))}
+
+    @torch.inference_mode()
+    def score_probs(self, chats: list[Chat], prefixes: list[str]) -> list[list[float] | None]:
+        """One forward pass per batch over chat + assistant prefix; the last position's digit
+        distribution. A prefix that ends in a space is encoded without it when this tokenizer
+        writes digits with a leading space (' 3'), so the digit is the next token."""
+        if not chats:
+            return []
+        if self.digit_ids.spaced:
+            prefixes = [p.rstrip(" ") for p in prefixes]
+        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + p
+                 for c, p in zip(chats, prefixes)]
+        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out: list[list[float] | None] = [None] * len(ids)
+        dev = self.model.device
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            S = max(len(ids[i]) for i in idx)
+            inp = torch.full((len(idx), S), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), S), dtype=torch.long)
+            for r, i in enumerate(idx):
+                inp[r, S - len(ids[i]):] = torch.tensor(ids[i])
+                mask[r, S - len(ids[i]):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                use_cache=False, logits_to_keep=1).logits[:, -1].float().cpu()
+            for r, p in self._digit_distribution(logits, list(range(len(idx)))).items():
+                out[idx[r]] = p
+        return out
 
     def _score_done(self, toks: list[int]) -> bool:
         # Cheap tail check first; decode the whole row only when a score line may be ending.
@@ -193,6 +269,29 @@ class HFBackend:
         if "Score" not in tail:
             return False
         return rubric.score_line_complete(self.tok.decode(toks, skip_special_tokens=True))
+
+
+class _DigitIds:
+    """Token ids that write each score digit: the bare digit, and ' d' where the tokenizer has
+    it as one token (SmolLM2 writes 'Score: 3' as 'Score', ':', ' ', '3'; others as '▁3')."""
+
+    def __init__(self, per_digit: list[list[int]], spaced: bool):
+        self.per_digit = per_digit
+        self.values_set = {t for ids in per_digit for t in ids}
+        self.spaced = spaced
+
+
+def _digit_token_ids(tok) -> _DigitIds:
+    per_digit, spaced = [], False
+    for d in SCORE_DIGITS:
+        ids = set()
+        for text in (d, " " + d):
+            enc = tok(text, add_special_tokens=False)["input_ids"]
+            if len(enc) == 1 and tok.decode(enc).strip() == d:
+                ids.add(enc[0])
+                spaced |= text.startswith(" ")
+        per_digit.append(sorted(ids))
+    return _DigitIds(per_digit, spaced)
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:
