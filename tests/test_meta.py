@@ -149,7 +149,8 @@ def test_elo_on_hand_battles_satisfies_likelihood_equations():
     e = meta.elo_scores(3, bs, prior=0.1)
     assert e[0] > e[1] > e[2] and sum(e) == pytest.approx(0, abs=1e-9)
     # Stationarity of the objective: each item's weighted wins equal its expected wins.
-    b = [[x + (0.1 if i != j else 0) for j, x in enumerate(row)] for i, row in enumerate(meta.battle_matrix(3, bs, meta.position_weights(bs)))]
+    raw = meta.battle_matrix(3, bs, meta.position_weights(bs))
+    b = [[x + (0.1 if i != j else 0) for j, x in enumerate(row)] for i, row in enumerate(raw)]
     for i in range(3):
         observed = sum(b[i][j] for j in range(3) if j != i)
         expected = sum((b[i][j] + b[j][i]) * sigmoid(e[i] - e[j]) for j in range(3) if j != i)

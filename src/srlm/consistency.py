@@ -15,8 +15,9 @@ Pure functions; the caller logs `consistency/*` metrics and writes the filtered 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from scipy.stats import kendalltau
 
