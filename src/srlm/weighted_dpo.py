@@ -146,7 +146,7 @@ class WeightedDPOTrainer(DPOTrainer):
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, _without_confidence(inputs))
 
-    def _sequence_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def _sequence_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Summed completion log-probs of the [chosen; rejected] batch under the policy, the way TRL
         1.16 computes them (its fused LM head scores only positions whose label is not -100)."""
         model_kwargs = {k: v for k, v in inputs.items()
@@ -158,13 +158,13 @@ class WeightedDPOTrainer(DPOTrainer):
         # Prompt-learning PEFT prepends virtual tokens; keep the positions of the real ones.
         per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1):]
         chosen, rejected = per_token.sum(dim=1).chunk(2, dim=0)
-        return chosen, rejected, (outputs, model_kwargs)
+        return chosen, rejected, model_kwargs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         confidence = inputs.get(CONFIDENCE)
         inputs = _without_confidence(inputs)
-        chosen_logps, rejected_logps, (outputs, model_kwargs) = self._sequence_logps(model, inputs)
+        chosen_logps, rejected_logps, model_kwargs = self._sequence_logps(model, inputs)
         if self.precompute_ref_logps:
             ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
