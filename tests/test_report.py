@@ -17,7 +17,7 @@ from srlm.records import InputError
 
 IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 MD_PNG = re.compile(r"!\[[^\]]*\]\(([^)]+\.png)\)")
-HEADINGS = [title for _, title in report.SECTIONS]
+HEADINGS = ["Run", "Iteration metrics", "SFT", "Evaluation", "Plots", "Example answers", "Example preference pairs"]
 
 
 def check_self_contained(page: str) -> None:
@@ -208,12 +208,14 @@ def test_report_on_written_run(tmp_path):
     assert len(images(page)) == len(report.PLOTS)  # every plot has data
     # Every text is escaped: no tag from the data survives, the escaped form is shown.
     assert "<script>" not in page and "<b>bold</b>" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     # Nulls and missing keys are "-", never "None"/"null".
     assert ">None<" not in page and ">null<" not in page and "<td>-</td>" in page
-    # Both human sets side by side per model; win rate with CI and length-controlled figures.
+    # Both human sets side by side per model; win rate with CI and the win rate at equal length,
+    # read from the old key `length_controlled_win_rate` that this run was written with.
     assert "oasst" in page and "human_prefs" in page
     assert "62.5%" in page and "[43.8, 81.2]%" in page and "58.0%" in page
+    assert "win rate at equal length (logistic fit)" in page and "length-controlled" not in page.lower()
     # Examples: 3 eval prompts with all 4 models, pairs with scores and a parsed judgment.
     assert page.count('class="card"') == 3 + 2
     assert "M2 vs M1: M2 shown first → M2 wins; M1 shown first → M2 wins" in page
@@ -270,4 +272,9 @@ def test_fmt():
     assert report.fmt({"0": 1, "1": 2}) == "0:1 1:2"
     assert report.fmt(True) == "yes"
     assert report.pct(0.5) == "50.0%" and report.pct(None) == "-"
-    assert report.md_table(report.Table(["a", "b"], [["x|y", "1\n2"]])).splitlines()[-1] == "| x\\|y | 1<br>2 |"
+    md = report.md_table(report.Table("", ["a", "b"], [["x|y", "1\n2"]]))
+    assert md.splitlines()[:3] == ["| a | b |", "|:---|---:|", "| x\\|y | 1<br>2 |"]
+    assert report.md_table(report.Table("T", ["a"], [], empty="nothing yet")) == "### T\n\nnothing yet\n\n"
+    html = report.html_table(report.Table("", ["a", "b"], [["<b>", "1"]], groups={0: "g"}, key_column=True))
+    assert '<tr class="group"><td colspan="2">g</td></tr>' in html
+    assert '<tr><td class="key">&lt;b&gt;</td><td>1</td></tr>' in html

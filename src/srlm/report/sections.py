@@ -1,0 +1,130 @@
+"""The sections of `srlm report DIR`, in page order: each is one function Run -> Section.
+
+A Section holds its content already built (text, tables, plots, examples); the templates
+(templates/report.html.j2, report.md.j2) only lay it out, the same way for every section. To add
+a section, write a function returning a Section and add it to SECTIONS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .examples import PAIR_EXAMPLES_PER_ITERATION, Example, answer_examples, pair_examples
+from .formatting import ci, comparison_label, comparison_order, fmt, model_key, num, pct
+from .load import WIN_RATE_AT_EQUAL_LENGTH, Run
+from .plots import PLOTS, Plot, draw
+from .tables import Table, agreement_tables, iteration_table, length_table, models_table, sft_table, win_rate_table
+
+
+@dataclass
+class Stat:
+    """A headline number, shown as a card."""
+    label: str
+    value: str
+    detail: str = ""
+
+
+@dataclass
+class Fact:
+    label: str
+    value: str
+    code: bool = False  # a path or identifier, shown as code
+
+
+@dataclass
+class Details:
+    """Raw text shown collapsed (HTML <details>) or as a fenced block (Markdown)."""
+    summary: str
+    text: str
+    lang: str = "text"
+
+
+@dataclass
+class Section:
+    id: str  # HTML anchor
+    title: str
+    intro: str = ""  # a paragraph under the heading; `backticks` mark code
+    stats: list[Stat] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    details: list[Details] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)
+
+
+def headline_stats(run: Run) -> list[Stat]:
+    out = [Stat("iterations", str(len(run.iterations)), f"configured: {fmt(run.config.get('iterations'))}")]
+    if run.iterations:
+        out.append(Stat("pairs per iteration", " / ".join(fmt(run.it(t).get("pairs/kept")) for t in run.iterations),
+                        "iter " + " / ".join(str(t) for t in run.iterations)))
+    if run.sft.get("sft/loss") is not None:
+        out.append(Stat("SFT final loss", fmt(run.sft.get("sft/loss")),
+                        f"from {fmt(run.sft.get('sft/first_loss'))}, {fmt(run.sft.get('sft/steps'))} steps"))
+    for source, pm in (run.eval.get("judge_agreement") or {}).items():
+        if isinstance(pm, dict) and pm:
+            ms = sorted(pm, key=model_key)
+            out.append(Stat(f"judge agreement ({source})",
+                            " → ".join(pct((pm[m] or {}).get("accuracy"), 0) for m in ms), " → ".join(ms)))
+            break  # the first human set; the Evaluation section has them all
+    wr = {k: v for k, v in (run.eval.get("win_rate") or {}).items()
+          if isinstance(v, dict) and num(v.get("win_rate")) is not None}
+    if wr:
+        # The newest model against the oldest rival (M_T vs M1 is the paper's headline comparison).
+        k = max(wr, key=lambda k: (comparison_order(k)[0], -comparison_order(k)[1][0]))
+        out.append(Stat(f"win rate {comparison_label(k)}", pct(wr[k].get("win_rate")),
+                        f"95% CI {ci(wr[k].get('win_rate_ci95'))}, at equal length "
+                        f"{pct(wr[k].get(WIN_RATE_AT_EQUAL_LENGTH))}"))
+    return out
+
+
+def run_section(run: Run) -> Section:
+    model = run.config.get("model")
+    base = model.get("name_or_path") if isinstance(model, dict) else None
+    facts = [Fact("run directory", run.path, code=True), Fact("metrics updated", run.metrics_mtime),
+             Fact("base model", fmt(base)), Fact("seed", fmt(run.config.get("seed")))]
+    if run.config.get("method") not in (None, ""):
+        facts.append(Fact("method", str(run.config["method"])))
+    details = [Details("Resolved config (config.yaml)", run.config_text.rstrip("\n"), "yaml")] \
+        if run.config_text is not None else []
+    return Section("run", "Run", intro="" if details else "No config.yaml in the run directory.",
+                   stats=headline_stats(run), facts=facts, tables=[models_table(run)], details=details)
+
+
+def iterations_section(run: Run) -> Section:
+    return Section("iterations", "Iteration metrics", tables=[iteration_table(run)])
+
+
+def sft_section(run: Run) -> Section:
+    return Section("sft", "SFT", tables=[sft_table(run)])
+
+
+def evaluation_section(run: Run) -> Section:
+    intro = "" if run.eval else ("No evaluation results: eval was disabled (`eval.enabled=false` or `--no-eval`) "
+                                 "or has not run. Run `srlm eval DIR` to add them.")
+    return Section("evaluation", "Evaluation", intro=intro,
+                   tables=[*agreement_tables(run), length_table(run), win_rate_table(run)])
+
+
+def plots_section(run: Run) -> Section:
+    return Section("plots", "Plots", plots=[draw(fn, run) for fn in PLOTS])
+
+
+def answers_section(run: Run) -> Section:
+    examples = answer_examples(run)
+    return Section("answers", "Example answers", examples=examples,
+                   intro="Held-out eval prompts with every evaluated model's answer side by side." if examples
+                   else "No eval answers (`eval/answers_*.jsonl`) in this run.")
+
+
+def pairs_section(run: Run) -> Section:
+    examples = pair_examples(run)
+    return Section("pairs", "Example preference pairs", examples=examples,
+                   intro=f"Per iteration, the {PAIR_EXAMPLES_PER_ITERATION} pairs with the largest score margin: "
+                         "the prompt, the chosen (highest mean score) and rejected (lowest) candidates, and one of "
+                         "the model's own rubric judgments of each." if examples
+                   else "No preference pairs in this run yet.")
+
+
+SECTIONS: list[Callable[[Run], Section]] = [run_section, iterations_section, sft_section, evaluation_section,
+                                            plots_section, answers_section, pairs_section]
