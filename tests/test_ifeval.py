@@ -1,0 +1,210 @@
+"""IFEval (srlm.ifeval): the shipped prompts, lm-eval's checkers offline, the four accuracies and
+their bootstrap intervals, and a tiny-model answer + score + summarize run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from srlm import ifeval
+from srlm.records import InputError
+
+NAMES = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "score")
+
+
+def prompt(key: int) -> dict:
+    return next(p for p in ifeval.load_prompts() if p["key"] == key)
+
+
+def verdicts(key: int, response: str) -> tuple[list[bool], list[bool]]:
+    (row,) = ifeval.score([{**prompt(key), "response": response}])
+    return row["strict_follow"], row["loose_follow"]
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def test_shipped_prompts_are_ifeval():
+    rows = ifeval.load_prompts()
+    assert len(rows) == 541
+    assert len({r["key"] for r in rows}) == 541
+    assert sum(len(r["instruction_id_list"]) for r in rows) == 834
+    assert all(set(r) == {"key", "prompt", "instruction_id_list", "kwargs"} for r in rows)
+    assert all(len(r["instruction_id_list"]) == len(r["kwargs"]) for r in rows)
+    registry = ifeval._checkers().instructions_registry.INSTRUCTION_DICT
+    assert {i for r in rows for i in r["instruction_id_list"]} <= set(registry)
+    assert rows[0]["key"] == 1000 and rows[-1]["key"] == 3757  # upstream file order
+
+
+def test_subset_is_seeded_and_deterministic():
+    a = [p["key"] for p in ifeval.load_prompts(20, seed=3)]
+    assert a == [p["key"] for p in ifeval.load_prompts(20, seed=3)]
+    assert len(set(a)) == 20
+    assert a != [p["key"] for p in ifeval.load_prompts(20, seed=4)]
+    order = {p["key"]: i for i, p in enumerate(ifeval.load_prompts())}
+    assert [order[k] for k in a] == sorted(order[k] for k in a)  # kept in file order
+    assert len(ifeval.load_prompts(0)) == len(ifeval.load_prompts(10_000)) == 541
+    with pytest.raises(InputError):
+        ifeval.load_prompts(-1)
+
+
+def test_load_prompts_returns_copies():
+    ifeval.load_prompts(1)[0]["kwargs"].append({"x": 1})
+    assert all({"x": 1} not in p["kwargs"] for p in ifeval.load_prompts())
+
+
+# --- lm-eval's checkers on hand-written answers ------------------------------------------------
+
+def test_no_comma():
+    assert prompt(1001)["instruction_id_list"] == ["punctuation:no_comma"]
+    assert verdicts(1001, "Day one we sail to Kyoto and thee shall see the temples.") == ([True], [True])
+    assert verdicts(1001, "Day one, we sail to Kyoto.") == ([False], [False])
+
+
+def test_word_limits():
+    assert prompt(1092)["kwargs"] == [{"relation": "less than", "num_words": 300}]
+    assert verdicts(1092, "word " * 299) == ([True], [True])
+    assert verdicts(1092, "word " * 300) == ([False], [False])
+    assert prompt(1072)["kwargs"] == [{"relation": "at least", "num_words": 400}]
+    assert verdicts(1072, "hammock " * 400) == ([True], [True])
+    assert verdicts(1072, "hammock " * 399) == ([False], [False])
+
+
+def test_end_phrase_strict_and_loose():
+    assert prompt(1220)["kwargs"] == [{"end_phrase": "Is there anything else I can help with?"}]
+    poem = "Two strangers meet over coffee.\nThey smile and talk.\n"
+    assert verdicts(1220, poem + "Is there anything else I can help with?") == ([True], [True])
+    # A trailing line after the phrase fails strict; loose also tries the response without its last line.
+    assert verdicts(1220, poem + "Is there anything else I can help with?\n(The end)") == ([False], [True])
+    assert verdicts(1220, poem) == ([False], [False])
+
+
+def test_lowercase_strict_and_loose():
+    assert prompt(1051)["instruction_id_list"] == ["change_case:english_lowercase"]
+    body = "please go and vote in the election next week because every single voice matters to all of us."
+    assert verdicts(1051, body) == ([True], [True])
+    # A capitalised first line fails strict; loose also tries the response without its first line.
+    assert verdicts(1051, "Dear Friend\n" + body) == ([False], [True])
+    assert verdicts(1051, body.capitalize()) == ([False], [False])
+
+
+def test_empty_response_fails_every_instruction():
+    assert verdicts(1001, "") == ([False], [False])  # no commas, but an empty answer never counts
+
+
+def test_checkers_run_offline_in_a_fresh_process(tmp_path):
+    """No network and no NLTK data of the user's: the punkt model comes from the package,
+    nothing is downloaded, and sentence counting (number_sentences) works."""
+    code = (
+        "import socket\n"
+        "def no_net(*a, **k): raise OSError('network used')\n"
+        "socket.socket.connect = no_net\n"
+        "socket.create_connection = no_net\n"
+        "import nltk\n"
+        "nltk.data.path[:] = []\n"
+        "from srlm import ifeval\n"
+        "p = [r for r in ifeval.load_prompts() if r['key'] == 1476][0]\n"
+        "assert p['kwargs'][1] == {'relation': 'less than', 'num_sentences': 3}\n"
+        "rows = [{**p, 'response': 'Hello Mr. Smith. It is sunny.'}, {**p, 'response': 'Hi. It is sunny. Bye.'}]\n"
+        "print([r['strict_follow'] for r in ifeval.score(rows)])\n"
+        "from nltk.tokenize.punkt import load_punkt_params\n"
+        "from punkt.data import english\n"
+        "params = load_punkt_params(nltk.data.find('tokenizers/punkt_tab/english/'))\n"
+        "assert params.abbrev_types == set(english.ABBREV_TYPES)\n"
+        "assert params.collocations == set(english.COLLOCATIONS)\n"
+        "assert params.sent_starters == set(english.SENT_STARTERS)\n"
+        "assert dict(params.ortho_context) == dict(english.ORTHO_CONTEXT)\n"
+        "assert nltk.data.find('tokenizers/punkt_tab/english/').path.startswith(ifeval._punkt_root.name)\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "NLTK_DATA": str(tmp_path / "none")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # No forbidden word in either; fewer than 3 sentences: 2 in the first ("Mr." is an
+    # abbreviation in punkt's english model, not a sentence end), 3 in the second.
+    assert out.stdout.strip().splitlines()[-1] == "[[True, True], [True, False]]"
+
+
+def test_a_download_attempt_is_refused():
+    with pytest.raises(RuntimeError, match="offline"):
+        ifeval._refuse_download("punkt_tab")
+
+
+# --- aggregation --------------------------------------------------------------------------------
+
+def scored_row(strict: list[bool], loose: list[bool], response: str = "x", finish: str = "stop") -> dict:
+    return {"key": 0, "response": response, "finish_reason": finish, "instruction_id_list": ["i"] * len(strict),
+            "strict_follow": strict, "strict_follow_all": all(strict),
+            "loose_follow": loose, "loose_follow_all": all(loose)}
+
+
+def test_summary_hand_computed():
+    rows = [scored_row([True, True], [True, True], "abcd"),
+            scored_row([True, False], [True, True], "ab", finish="length"),
+            scored_row([False], [False], "", finish=ifeval.SKIPPED)]
+    s = ifeval.summarize(rows, seed=0, bootstrap=200)
+    assert s["ifeval/prompt_strict"] == pytest.approx(1 / 3)  # only the first prompt follows all
+    assert s["ifeval/inst_strict"] == pytest.approx(3 / 5)  # 3 of 5 instructions
+    assert s["ifeval/prompt_loose"] == pytest.approx(2 / 3)
+    assert s["ifeval/inst_loose"] == pytest.approx(4 / 5)
+    assert s["ifeval/score"] == pytest.approx((1 / 3 + 3 / 5) / 2)  # model card: mean of strict levels
+    assert s["ifeval/prompts"] == 3 and s["ifeval/instructions"] == 5
+    assert s["ifeval/mean_response_chars"] == pytest.approx(2.0)
+    assert s["ifeval/truncated"] == 1 and s["ifeval/skipped"] == 1
+    for k in NAMES:
+        lo, hi = s[f"ifeval/{k}_ci95"]
+        assert 0 <= lo <= s[f"ifeval/{k}"] <= hi <= 1
+    assert s == ifeval.summarize(rows, seed=0, bootstrap=200)  # seeded
+
+
+def test_instruction_level_interval_resamples_prompts():
+    """Prompt A: 3 instructions, all followed; prompt B: 1, not followed. inst = 3/4.
+    Resampling prompts gives 1 (AA), 3/4 (AB, BA) or 0 (BB, probability 1/4), so the 2.5%
+    quantile is 0; resampling the 4 instructions on their own would put it at 1/4."""
+    rows = [scored_row([True] * 3, [True] * 3), scored_row([False], [False])]
+    s = ifeval.summarize(rows, seed=1, bootstrap=2000)
+    assert s["ifeval/inst_strict"] == pytest.approx(0.75)
+    assert s["ifeval/inst_strict_ci95"] == [0.0, 1.0]
+    assert s["ifeval/prompt_strict_ci95"] == [0.0, 1.0]
+
+
+def test_interval_collapses_when_every_prompt_agrees():
+    s = ifeval.summarize([scored_row([True, True], [True, True])] * 5, seed=0, bootstrap=50)
+    assert all(s[f"ifeval/{k}_ci95"] == [1.0, 1.0] for k in NAMES)
+
+
+def test_summary_of_nothing():
+    s = ifeval.summarize([])
+    assert s["ifeval/prompts"] == 0 and s["ifeval/score"] is None and s["ifeval/inst_loose_ci95"] is None
+
+
+# --- a tiny model, end to end -------------------------------------------------------------------
+
+def test_tiny_model_answer_score_summarize(tiny_model):
+    from srlm.backends.hf import HFBackend
+    from srlm.modeling import ModelRef, load_model, load_tokenizer
+
+    ref = ModelRef(tiny_model)
+    backend = HFBackend(load_model(ref), load_tokenizer(ref), batch_size=4)
+    prompts = ifeval.load_prompts(size=3, seed=0)
+    rows = ifeval.answer(backend, prompts, max_new_tokens=8, seed=0)
+    assert [r["key"] for r in rows] == [p["key"] for p in prompts]
+    assert all(0 < r["num_tokens"] <= 8 and r["finish_reason"] in ("stop", "length") for r in rows)
+    assert rows == ifeval.answer(backend, prompts, max_new_tokens=8, seed=1)  # greedy: seed-free
+    scored = ifeval.score(rows)
+    assert all(len(r["strict_follow"]) == len(r["loose_follow"]) == len(r["instruction_id_list"]) for r in scored)
+    s = ifeval.summarize(scored, seed=0, bootstrap=100)
+    for k in NAMES:
+        assert 0 <= s[f"ifeval/{k}"] <= 1 and len(s[f"ifeval/{k}_ci95"]) == 2
+    assert s["ifeval/prompts"] == 3
+    assert s["ifeval/instructions"] == sum(len(p["instruction_id_list"]) for p in prompts)
+    assert s["ifeval/truncated"] == sum(r["finish_reason"] == "length" for r in rows)
+    assert s["ifeval/mean_response_chars"] == pytest.approx(sum(len(r["response"]) for r in rows) / 3)
+    assert s["ifeval/skipped"] == 0
+
+
+def test_score_takes_instructions_from_the_shipped_prompts_by_key():
+    p = prompt(1001)
+    (row,) = ifeval.score([{"key": 1001, "prompt": p["prompt"], "response": "No commas at all here."}])
+    assert row["instruction_id_list"] == ["punctuation:no_comma"] and row["strict_follow"] == [True]
+    with pytest.raises(InputError):
+        ifeval.score([{"key": -5, "prompt": "?", "response": "x"}])
