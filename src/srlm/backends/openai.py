@@ -1,34 +1,44 @@
-"""Any OpenAI-compatible chat-completions server: `vllm serve`, llama.cpp's server, TGI.
+"""Any OpenAI-compatible server: `vllm serve`, llama.cpp's server, TGI, or the OpenAI API.
 
-Standard library only (urllib + json): one POST {base_url}/chat/completions per chat, sent
-concurrently, results in input order. Optionally starts the server itself from
-`backend.server_command` (its own process group, stopped by close()).
+Requests go through the `openai` client library (its retries with backoff on connection
+errors, timeouts and HTTP 408/409/429/5xx, and its error types, mapped here to one-line
+RuntimeErrors naming the URL and the server's own message). Chats are sent concurrently
+(`backend.concurrency` threads), results in input order. Optionally starts the server itself
+from `backend.server_command` (its own process group, stopped by close()).
+
+Judging in `expected` mode (base.py, judge.py) reads token probabilities: with
+SamplingParams.score_probs a chat request asks for `logprobs` with the top 20 alternatives and
+the digit distribution is read where the judgment wrote its score digit; `score_probs()`
+reads it after a forced score prefix through the legacy completions endpoint (prompt rendered
+with the local tokenizer's chat template) or, without a local tokenizer, through the chat
+endpoint continuing the final assistant message (vLLM's `continue_final_message`). A server
+that returns no token probabilities gets None for them and one warning per backend.
 
 The API key is read from the environment variable named by `backend.api_key_env` at
-request time and sent only as an `Authorization: Bearer` header; it is never logged or
-written anywhere (error messages name the URL and status, never the headers).
+request time and sent only as an `Authorization: Bearer` header (a placeholder when unset:
+local servers ignore it); it is never logged or written anywhere.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
 
-from srlm import rubric
+import openai
+
+from srlm import repetition, rubric
+from srlm.backends import scoring
 from srlm.backends.base import Chat, Completion, SamplingParams
 from srlm.modeling import ModelRef
 
@@ -36,26 +46,36 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_CONTEXT_WINDOW = 4096
-RETRIES = 3  # retries after the first attempt, for connection errors and HTTP 429/5xx
-TRANSIENT_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)
+RETRIES = 3  # the library's retries after the first attempt (its default is 2)
+TOP_LOGPROBS = 20  # alternatives per token: the most the OpenAI API and vLLM's default allow
+NO_KEY = "EMPTY"  # sent when api_key_env is unset: local servers ignore the key, the library needs one
+T = TypeVar("T")
 
 
 class OpenAIBackend:
-    retry_backoff = 0.5  # seconds before the first retry; doubles each time
     stop_grace = 10.0  # seconds between SIGTERM and SIGKILL in close()
 
     def __init__(self, base_url: str, model: str, ref: ModelRef | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  concurrency: int = 8, timeout: float = 600.0, server_command: str | None = None,
-                 server_ready_timeout: float = 600.0):
+                 server_ready_timeout: float = 600.0, max_retries: int = RETRIES):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.ref = ref
         self.api_key_env = api_key_env
         self.concurrency = max(1, int(concurrency))
         self.timeout = float(timeout)
+        self.max_retries = max(0, int(max_retries))
+        # A callable key: the library calls it for every request, so a key set or changed
+        # after construction is used, and nothing but the header ever holds it.
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout,
+                                    max_retries=self.max_retries)
         self._tok = None
+        self._digits: scoring.DigitTokens | None = None
+        self._tok_bos = False  # the tokenizer adds BOS itself when it encodes (so a server does too)
         self._tok_tried = False
         self._tok_lock = threading.Lock()
+        self._warn_lock = threading.Lock()
+        self._warned_no_logprobs = False
         self._proc: subprocess.Popen | None = None
         self._log_dir: str | None = None
         self._log_file = None
@@ -75,53 +95,32 @@ class OpenAIBackend:
                    concurrency=b.concurrency, timeout=b.timeout, server_command=b.server_command,
                    server_ready_timeout=b.server_ready_timeout)
 
-    # -- HTTP ---------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
-    def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+    def _api_key(self) -> str:
+        return (os.environ.get(self.api_key_env) if self.api_key_env else None) or NO_KEY
 
-    def _request(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> dict:
-        """One call with retries on connection errors and HTTP 429/5xx; returns the decoded JSON."""
+    def _call(self, path: str, create: Callable[..., T], **kwargs) -> T:
+        """One library call (with the library's retries); its errors as one-line RuntimeErrors."""
         url = f"{self.base_url}{path}"
-        data = json.dumps(body).encode() if body is not None else None
-        for attempt in range(RETRIES + 1):
-            req = urllib.request.Request(url, data=data, headers=self._headers(), method=method)
-            try:
-                with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                    raw = resp.read()
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    raise RuntimeError(f"{method} {url}: server sent invalid JSON: {raw[:200]!r}") from None
-            except urllib.error.HTTPError as e:
-                status, message = e.code, _error_message(e)
-                if (status == 429 or status >= 500) and attempt < RETRIES:
-                    wait = _retry_after(e, self.retry_backoff * 2 ** attempt)
-                    log.warning("%s %s: HTTP %d (%s); retrying in %.1fs", method, url, status, message, wait)
-                    time.sleep(wait)
-                    continue
-                raise RuntimeError(f"{method} {url} failed: HTTP {status}: {message}") from None
-            except TRANSIENT_ERRORS as e:
-                if attempt < RETRIES:
-                    wait = self.retry_backoff * 2 ** attempt
-                    log.warning("%s %s: %s; retrying in %.1fs", method, url, _reason(e), wait)
-                    time.sleep(wait)
-                    continue
-                raise RuntimeError(f"{method} {url} failed after {RETRIES + 1} attempts: {_reason(e)}") from None
-        raise AssertionError("unreachable")
-
-    # -- Backend interface --------------------------------------------------------------
-
-    def generate(self, chats: list[Chat], params: SamplingParams, seed: int) -> list[list[Completion]]:
-        if not chats:
-            return []
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(chats)))
         try:
-            futures = [pool.submit(self._complete, chat, params, seed + i * params.n) for i, chat in enumerate(chats)]
+            return create(**kwargs)
+        except openai.APIStatusError as e:
+            raise RuntimeError(f"POST {url} failed: HTTP {e.status_code}: {_server_message(e)}") from None
+        except openai.APIConnectionError as e:  # timeouts included
+            cause = f" ({e.__cause__})" if e.__cause__ is not None and str(e.__cause__) else ""
+            raise RuntimeError(f"POST {url} failed after {self.max_retries + 1} attempts: "
+                               f"{e.message}{cause}") from None
+        except openai.OpenAIError as e:  # e.g. a response that is not the expected JSON
+            raise RuntimeError(f"POST {url} failed: {e}") from None
+
+    def _map(self, fn: Callable[..., T], items: Sequence[tuple]) -> list[T]:
+        """fn(*item) for every item on up to `concurrency` threads; results in input order."""
+        if not items:
+            return []
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)))
+        try:
+            futures = [pool.submit(fn, *item) for item in items]
             results = [f.result() for f in futures]
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -129,40 +128,113 @@ class OpenAIBackend:
         pool.shutdown()
         return results
 
+    def _warn_no_logprobs(self) -> None:
+        with self._warn_lock:
+            if self._warned_no_logprobs:
+                return
+            self._warned_no_logprobs = True
+        log.warning("%s returned no token probabilities (logprobs); judging falls back to parsed scores",
+                    self.base_url)
+
+    # -- Backend interface --------------------------------------------------------------
+
+    def generate(self, chats: list[Chat], params: SamplingParams, seed: int) -> list[list[Completion]]:
+        return self._map(self._complete, [(chat, params, seed + i * params.n) for i, chat in enumerate(chats)])
+
     def _complete(self, chat: Chat, params: SamplingParams, seed: int) -> list[Completion]:
         """params.n completions for one chat. Sample k is drawn with seed + k, so a server that
         ignores `n` (and is asked again for the rest) still gives n different samples."""
         out: list[Completion] = []
+        extra = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if params.score_probs else {}
         while len(out) < params.n:
             want = params.n - len(out)
-            body = {"model": self.model, "messages": chat, "n": want, "temperature": params.temperature,
-                    "top_p": params.top_p, "max_tokens": params.max_new_tokens, "seed": seed + len(out)}
-            resp = self._request("POST", "/chat/completions", body)
-            choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))[:want]
+            resp = self._call("/chat/completions", self.client.chat.completions.create, model=self.model,
+                              messages=chat, n=want, temperature=params.temperature, top_p=params.top_p,
+                              max_tokens=params.max_new_tokens, seed=seed + len(out), **extra)
+            choices = sorted(resp.choices or [], key=lambda c: c.index or 0)[:want]
             if not choices:
                 raise RuntimeError(f"POST {self.base_url}/chat/completions: response has no choices")
-            out += self._to_completions(choices, resp.get("usage"), params)
+            out += self._to_completions(choices, resp.usage, params)
         return out
 
-    def _to_completions(self, choices: list[dict], usage: dict | None, params: SamplingParams) -> list[Completion]:
-        texts = [((c.get("message") or {}).get("content") or "") for c in choices]
-        used = (usage or {}).get("completion_tokens")
+    def _to_completions(self, choices: list, usage, params: SamplingParams) -> list[Completion]:
+        texts = [(c.message.content if c.message is not None else None) or "" for c in choices]
+        tokens = [_content_logprobs(c) for c in choices]  # per choice: its tokens, or None
+        used = getattr(usage, "completion_tokens", None)
         # usage.completion_tokens is the total over all choices: exact for one choice; for
-        # several, count with the local tokenizer, else split the total by text length.
+        # several, a choice's own token list when logprobs came back, else the local
+        # tokenizer, else the total split by text length.
         if isinstance(used, int) and len(choices) == 1:
             counts = [used]
+        elif all(t is not None for t in tokens):
+            counts = [len(t) for t in tokens]
         elif isinstance(used, int) and self._tokenizer() is None:
             total = sum(len(t) for t in texts) or 1
             counts = [round(used * len(t) / total) for t in texts]
         else:
             counts = [self._count_text_tokens(t) for t in texts]
         outs = []
-        for c, text, n in zip(choices, texts, counts):
-            reason = "length" if c.get("finish_reason") == "length" else "stop"
+        for c, raw, toks, n in zip(choices, texts, tokens, counts):
+            text, reason = raw, ("length" if c.finish_reason == "length" else "stop")
             if params.stop_at_score and rubric.score_line_complete(text):
                 text, reason = rubric.truncate_after_score(text), "stop"  # as if stopped at the score line
-            outs.append(Completion(text=text, num_tokens=n, finish_reason=reason))
+            if params.stop_repetition > 0:
+                # The server cannot stop early: cut the loop out of what it returned.
+                text, cut = repetition.cut_repeated_text(text, params.stop_repetition)
+                if cut:
+                    reason = "repetition"
+            probs = None
+            if params.score_probs:
+                if toks is None:
+                    self._warn_no_logprobs()
+                else:
+                    probs = _written_score_probs(toks, raw, text, ended=c.finish_reason == "stop")
+            outs.append(Completion(text=text, num_tokens=n, finish_reason=reason, score_probs=probs))
         return outs
+
+    def score_probs(self, chats: list[Chat], prefixes: list[str]) -> list[list[float] | None]:
+        """The digit distribution after each chat's assistant turn begun with prefixes[i]: one
+        greedy token with its top-20 alternatives."""
+        if len(chats) != len(prefixes):
+            raise ValueError(f"score_probs: {len(chats)} chats but {len(prefixes)} prefixes")
+        read = self._prefix_probs_completions if self._tokenizer() is not None else self._prefix_probs_chat
+        return self._map(read, list(zip(chats, prefixes)))
+
+    def _prefix_probs_completions(self, chat: Chat, prefix: str) -> list[float] | None:
+        """Legacy completions endpoint: the prompt is the chat template rendered here, so the
+        assistant turn can be begun with any text on any server that has the endpoint."""
+        tok = self._tokenizer()
+        if self._digits.spaced:
+            # This tokenizer writes " 3" as one token: end the prefix before the space so that
+            # the digit (with its space) is the next token, as when the model writes it.
+            prefix = prefix.rstrip(" ")
+        prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
+        if self._tok_bos and prompt.startswith(tok.bos_token):
+            prompt = prompt[len(tok.bos_token):]  # the server tokenizes with special tokens: no second BOS
+        resp = self._call("/completions", self.client.completions.create, model=self.model, prompt=prompt,
+                          max_tokens=1, temperature=0, logprobs=TOP_LOGPROBS)
+        lp = resp.choices[0].logprobs if resp.choices else None
+        tops = lp.top_logprobs if lp is not None else None
+        if not tops or tops[0] is None:
+            self._warn_no_logprobs()
+            return None
+        entries = list(tops[0].items())
+        if lp.tokens and lp.token_logprobs and lp.tokens[0] not in tops[0] and lp.token_logprobs[0] is not None:
+            entries.append((lp.tokens[0], lp.token_logprobs[0]))
+        return scoring.digit_distribution(entries)
+
+    def _prefix_probs_chat(self, chat: Chat, prefix: str) -> list[float] | None:
+        """Chat endpoint, the prefix as a final assistant message that the server continues
+        (vLLM's continue_final_message; the template is rendered by the server)."""
+        messages = [*chat, {"role": "assistant", "content": prefix}]
+        resp = self._call("/chat/completions", self.client.chat.completions.create, model=self.model,
+                          messages=messages, max_tokens=1, temperature=0, logprobs=True, top_logprobs=TOP_LOGPROBS,
+                          extra_body={"continue_final_message": True, "add_generation_prompt": False})
+        toks = _content_logprobs(resp.choices[0]) if resp.choices else None
+        if not toks:
+            self._warn_no_logprobs()
+            return None
+        return scoring.digit_distribution(_alternatives(toks[0]))
 
     def _tokenizer(self):
         """The model directory's tokenizer if it loads locally, else None (loaded once)."""
@@ -173,7 +245,11 @@ class OpenAIBackend:
                     try:
                         from srlm.modeling import load_tokenizer
 
-                        self._tok = load_tokenizer(self.ref)
+                        tok = load_tokenizer(self.ref)
+                        self._digits = scoring.digit_token_ids(tok)
+                        ids = tok("a")["input_ids"]
+                        self._tok_bos = bool(tok.bos_token) and bool(ids) and ids[0] == tok.bos_token_id
+                        self._tok = tok
                     except Exception as e:  # a remote-only model: estimate instead
                         log.info("%s: no local tokenizer (%s); estimating token counts", self.ref, e)
             return self._tok
@@ -248,12 +324,11 @@ class OpenAIBackend:
             time.sleep(0.25)
 
     def _healthy(self, timeout: float) -> bool:
-        req = urllib.request.Request(f"{self.base_url}/models", headers=self._headers(), method="GET")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status == 200
-        except (urllib.error.HTTPError, *TRANSIENT_ERRORS, OSError):
+            self.client.with_options(timeout=timeout, max_retries=0).models.list()
+        except openai.OpenAIError:
             return False
+        return True
 
     def _redact(self, text: str) -> str:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -319,34 +394,53 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _error_message(e: urllib.error.HTTPError) -> str:
-    """The server's own message: OpenAI {"error": {"message"}}, TGI {"error": "..."}, FastAPI {"detail"}."""
-    try:
-        raw = e.read().decode("utf-8", "replace")
-    except Exception:
-        raw = ""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return raw.strip()[:500] or str(e.reason)
+def _content_logprobs(choice) -> list | None:
+    """A chat choice's per-token logprobs (`logprobs.content`), or None when the server sent none."""
+    lp = getattr(choice, "logprobs", None)
+    return getattr(lp, "content", None) if lp is not None else None
+
+
+def _alternatives(t) -> list[tuple[str, float]]:
+    """(token, logprob) at one position: its top alternatives, and the token itself when the
+    server left it out of them."""
+    entries = [(a.token, a.logprob) for a in (t.top_logprobs or [])]
+    if t.token not in {tok for tok, _ in entries}:
+        entries.append((t.token, t.logprob))
+    return entries
+
+
+def _written_score_probs(tokens: list, raw: str, text: str, ended: bool) -> list[float] | None:
+    """The digit distribution at the token where the judgment wrote its score digit.
+
+    `raw` is what the server returned and `tokens` its per-token logprobs; `text` is the
+    completion after the score-line and repetition cuts, which must still hold a valid score.
+    The position is found in the concatenated token texts (vLLM spells a byte-level token
+    that splits a character as U+FFFD, so the token texts may differ from `raw` elsewhere)."""
+    offset = scoring.score_digit_offset(raw, ended)
+    if offset is None or offset >= len(text) or rubric.parse_score(text)[0] is None:
+        return None
+    joined = [t.token or "" for t in tokens]
+    at = scoring.score_digit_offset("".join(joined), ended)
+    i = scoring.token_at([len(s) for s in joined], at) if at is not None else None
+    if i is None or scoring.digit_of(joined[i]) != int(raw[offset]):
+        return None  # token texts that do not spell the digit (e.g. vLLM's token-id mode)
+    return scoring.digit_distribution(_alternatives(tokens[i]))
+
+
+def _server_message(e: openai.APIStatusError) -> str:
+    """The server's own message, on one line: OpenAI/vLLM {"error": {"message"}} (the library
+    unwraps "error"), TGI {"error": "..."}, FastAPI {"detail"}, or the raw body."""
+    body = e.body
     if isinstance(body, dict):
-        err = body.get("error", body.get("detail", body.get("message")))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        if err is not None:
-            return str(err)[:500]
-    return raw.strip()[:500]
-
-
-def _retry_after(e: urllib.error.HTTPError, default: float) -> float:
-    try:
-        return min(30.0, max(0.0, float(e.headers.get("Retry-After"))))
-    except (TypeError, ValueError):
-        return default
-
-
-def _reason(e: BaseException) -> str:
-    return str(getattr(e, "reason", None) or e) or type(e).__name__
+        msg = body.get("message") or body.get("detail") or body.get("error") or body
+    elif isinstance(body, str) and body.strip():
+        msg = body
+    else:
+        try:
+            msg = e.response.text or e.message
+        except Exception:
+            msg = e.message
+    return " ".join(str(msg).split())[:500]
 
 
 def _tail(path: str, lines: int = 20) -> str:
