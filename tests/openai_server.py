@@ -216,10 +216,13 @@ class ChatServer:
                 params = SamplingParams(n=n, temperature=temperature, top_p=float(body.get("top_p", 1.0)),
                                         max_new_tokens=max_tokens)
                 for c in self.backend.generate([messages], params, seed)[0]:
-                    text, reason, ntok = c.text, c.finish_reason, c.num_tokens
-                    ids = self.tok(self.reply if self.reply is not None else text, add_special_tokens=False)["input_ids"]
                     if self.reply is not None:
-                        text, reason, ntok = self.reply, self.reply_finish_reason, len(ids)
+                        text, reason = self.reply, self.reply_finish_reason
+                    else:
+                        text, reason = c.text, c.finish_reason
+                    # The text's tokens (the backend does not hand out the ids it sampled).
+                    ids = self.tok(text, add_special_tokens=False)["input_ids"]
+                    ntok = len(ids) if self.reply is not None else c.num_tokens
                     rows = self.teacher_forced(prompt_ids, ids) if want_logprobs else None
                     outs.append((text, reason, ids, rows, ntok))
             choices = [{"index": i, "message": {"role": "assistant", "content": text},

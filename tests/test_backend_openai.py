@@ -443,10 +443,16 @@ def test_forced_prefix_read_through_completions_with_local_tokenizer(hf, model_d
         b = client(server, model_dir)
         probs = b.score_probs(CHATS[:2], prefixes)
         assert b.score_probs([], []) == []
+        assert not b._tok_bos  # SmolLM2's BOS <|im_start|> opens the template and stays in the prompt
         b._digits = scoring.DigitTokens(b._digits.per_digit, spaced=True)  # a tokenizer with " 3" tokens
         spaced = b.score_probs(CHATS[:1], prefixes[:1])
+        b._tok_bos = True  # a tokenizer that adds BOS itself: the server would add a second one
+        b.score_probs(CHATS[:1], prefixes[:1])
     bodies = [r["body"] for r in server.requests]  # the first two in either order: sent concurrently
-    assert [r["path"] for r in server.requests] == ["/v1/completions"] * 3
+    assert [r["path"] for r in server.requests] == ["/v1/completions"] * 4
+    template = hf.tok.apply_chat_template(CHATS[0], tokenize=False, add_generation_prompt=True)
+    assert template.startswith("<|im_start|>")
+    assert bodies[3]["prompt"] == template[len("<|im_start|>"):] + "Good.\nScore:"
     for chat, prefix, p in zip(CHATS[:2], prefixes, probs):
         prompt = hf.tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
         assert {"model": model_dir, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 20} in bodies[:2]
