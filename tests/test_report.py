@@ -226,7 +226,7 @@ def test_report_on_written_run(tmp_path):
     assert len(md_pngs(run_dir)) == len(images(page))
 
 
-def test_report_handles_partial_runs(tmp_path):
+def test_report_handles_partial_runs(tmp_path, capsys):
     # Eval missing, second iteration half-done (no metrics yet), malformed JSONL line, null values.
     run_dir = make_fake_run(str(tmp_path / "run"), with_eval=False)
     report.build(run_dir)
@@ -240,9 +240,12 @@ def test_report_handles_partial_runs(tmp_path):
     metrics["sft"] = {}
     json.dump(metrics, open(os.path.join(run_dir, "metrics.json"), "w"))
     os.remove(os.path.join(run_dir, "sft_log.json"))
+    capsys.readouterr()
     page = read(report.build(run_dir))
     assert "iter_3" in page and "No evaluation results" in page and "No SFT metrics" in page
     assert page.count('class="card"') == 2 and "(score 4)" in page  # pair examples despite the torn lines
+    err = capsys.readouterr().err  # each torn file is named, with the records kept
+    assert "pairs.jsonl:5: malformed JSON" in err and "using the 4 records before it" in err
     assert 'id="plot-sft_loss"' not in page
     assert len(images(page)) == 4  # score histogram, pairs, pair lengths, DPO
     # A rebuild removes plots that no longer have data.
@@ -252,6 +255,66 @@ def test_report_handles_partial_runs(tmp_path):
     only.mkdir()
     (only / "metrics.json").write_text("{}")
     assert os.path.isfile(report.build(str(only)))
+
+
+def test_corrupt_files_warn_and_count_as_missing(tmp_path, capsys):
+    run_dir = make_fake_run(str(tmp_path / "run"))
+    with open(os.path.join(run_dir, "sft_log.json"), "w") as f:
+        f.write('[{"loss": 2.0, "step": 1}, {"lo')
+    with open(os.path.join(run_dir, "iter_1", "dpo_log.json"), "wb") as f:
+        f.write(b'[{"loss": 0.69, "step": 1}]\xff')  # not UTF-8
+    capsys.readouterr()
+    page = read(report.build(run_dir))
+    err = capsys.readouterr().err
+    assert "sft_log.json: unreadable" in err and "dpo_log.json: unreadable" in err
+    assert 'id="plot-sft_loss"' not in page and 'id="plot-dpo_loss"' not in page
+    assert "No SFT training log" in page and "No DPO training logs" in page
+    assert 'id="plot-agreement"' in page  # the rest of the report is there
+    # A corrupt metrics.json: no metrics at all, the files still give iterations and examples.
+    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+        f.write("{")
+    page = read(report.build(run_dir))
+    assert "metrics.json: unreadable" in capsys.readouterr().err
+    assert "No SFT metrics" in page and "No evaluation results" in page and "No iteration has recorded metrics" in page
+    assert page.count('class="card"') == 3 + 2
+
+
+def test_win_rate_at_equal_length_key_and_old_agreement_shape(tmp_path):
+    run_dir = make_fake_run(str(tmp_path / "run"))
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    wr = metrics["eval"]["win_rate"]["M2_vs_M1"]
+    wr["win_rate_at_equal_length"] = 0.61  # the new key wins over the old one
+    metrics["eval"]["judge_agreement"] = {"M1": {"accuracy": 0.25}, "M2": {"accuracy": 0.75}}  # no human-set level
+    json.dump(metrics, open(os.path.join(run_dir, "metrics.json"), "w"))
+    page = read(report.build(run_dir))
+    assert "<td>61.0%</td>" in page and "58.0%" not in page and "at equal length 61.0%" in page
+    assert "Judge-human agreement (human_prefs)" in page and "25% → 75%" in page
+
+
+def test_adding_a_section_is_one_function(tmp_path, monkeypatch):
+    """A new section (table, plot, example) appears in both files; a failing one becomes a note."""
+    from srlm.report import sections
+    from srlm.report.examples import Example, Panel
+
+    def ifeval_section(run):
+        return sections.Section("ifeval", "IFEval <accuracy>", intro="From `eval.ifeval`.",
+                                tables=[report.Table("per model", ["model", "accuracy"], [["M1", "50.0%"]])],
+                                plots=[report.Plot("ifeval", "IFEval", note="no data yet")],
+                                examples=[Example("ex-1", "a prompt", [Panel("M1", "an answer")])])
+
+    def broken_section(run):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(sections, "SECTIONS", sections.SECTIONS + [ifeval_section, broken_section])
+    run_dir = make_fake_run(str(tmp_path / "run"), with_eval=False)
+    page = read(report.build(run_dir))
+    assert '<section id="ifeval"><h2>IFEval &lt;accuracy&gt;</h2>' in page and '<a href="#ifeval">' in page
+    assert "From <code>eval.ifeval</code>." in page and "<h3>per model</h3>" in page
+    assert "<b>IFEval</b>: no data yet" in page and page.count('class="card"') == 2 + 1
+    assert "This section failed: KeyError: &#39;boom&#39;" in page
+    md = read(os.path.join(run_dir, "report", "report.md"))
+    assert "## IFEval <accuracy>\n\nFrom `eval.ifeval`.\n\n### per model\n\n| model | accuracy |" in md
+    assert "- *IFEval*: not plotted. no data yet" in md and "### ex-1\n" in md
 
 
 def test_report_rejects_a_non_run_directory(tmp_path, capsys):

@@ -482,7 +482,8 @@ def plot_compare_win_rates(runs: Labeled) -> Plot:
             if eq is not None:
                 ax.plot([x], [100 * eq], "D", markerfacecolor="none", markeredgecolor=color, markersize=6,
                         markeredgewidth=1.5, zorder=3)
-        ax.plot([], [], "o", color=color, label=label)
+        if data[label]:
+            ax.plot([], [], "o", color=color, label=label)
     ax.plot([], [], "D", markerfacecolor="none", markeredgecolor="#4B5563", label="at equal length")
     ax.axhline(50, color=GREY, linestyle="--", linewidth=1)
     ax.set_xticks(range(len(keys)), [comparison_label(k) for k in keys])

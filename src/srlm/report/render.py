@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import jinja2
@@ -29,6 +29,7 @@ class Page:
     subtitle: str  # under the title; `backticks` mark code
     sections: list[Section]
     footer: str = ""  # HTML only
+    tab_title: str = ""  # the HTML <title>; the title if empty
 
 
 def build_sections(builders: list[Callable[..., Section]], *args: Any) -> list[Section]:

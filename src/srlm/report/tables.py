@@ -81,7 +81,7 @@ def iteration_table(run: Run) -> Table:
     return Table("", ["metric"] + [f"iter_{t}" for t in run.iterations], rows,
                  note='Every metric the stages recorded in `metrics.json`, one column per iteration; '
                       '"-" means missing or null.',
-                 empty="No iteration has run yet.", groups=groups, key_column=True)
+                 empty="No iteration has recorded metrics yet.", groups=groups, key_column=True)
 
 
 def sft_table(run: Run) -> Table:
