@@ -1,58 +1,74 @@
 """`srlm eval`: is the loop working, or only hacking its own judge? (paper section 4)
 
+Per human-preference source, with no model: the baseline every judge figure must beat, "the
+longer response (in characters) wins" (at 135M parameters it beats the self-judge: 67.5% on
+the PandaLM test set), and per category when the file mixes several.
 Per model of a run (M0, M1 after SFT, M2, ...):
 - Judge agreement with humans: the model judges both responses of each human-labelled pair
   with the rubric (K samples, averaged); accuracy is how often the higher mean score is the
   human-preferred response (paper Table 4: 65.1% IFT-only, 78.7% with EFT, 81.7% at M3).
+- The pairwise judge on the same human pairs, asked in both orders: how often its two verdicts
+  name the same response (position-swap consistency), how often it picks the first position,
+  and its accuracy with both orders combined (eval.pairwise_agreement).
 - Answers to held-out eval prompts, their length in characters and tokens, and exports for the
   official evaluators (AlpacaEval model_outputs.json, MT-Bench answer JSONL).
-Per pair of models: head-to-head win rate with a pairwise judge prompt asked in both orders to
-cancel position bias, a bootstrap confidence interval, and a length-controlled win rate.
+Per pair of models, head-to-head win rates with a bootstrap confidence interval and the win
+rate at equal length, by two judges (eval.h2h_judge): "pairwise", the pairwise prompt asked in
+both orders to cancel position bias, and "pointwise", both answers scored by the rubric judge
+(no position to be biased by).
 Results: DIR/eval/*.jsonl and the "eval" group of DIR/metrics.json.
 """
 
 from __future__ import annotations
 
 import importlib.resources
-import math
 import os
-import random
 import re
 import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
 
 from srlm import data, rubric
 from srlm.backends import SamplingParams, generate_within_context, make_backend
 from srlm.judge import judge_texts
 from srlm.modeling import ModelRef, resolve
 from srlm.parallel import derive_seed, is_main
-from srlm.records import InputError, is_done, mark_done, read_json, read_jsonl, update_metrics, write_json, write_jsonl
+from srlm.records import (InputError, is_done, iter_jsonl, mark_done, read_json, read_jsonl, update_metrics,
+                          write_json, write_jsonl)
 
 WINNER_LINE = re.compile(r"^[ \t]*Winner:[ \t]*(A|B|tie)[ \t]*$", re.MULTILINE | re.IGNORECASE)
 WINNER_COMPLETE = re.compile(r"(?:^|\n)[ \t]*Winner:[ \t]*(A|B|tie)\b", re.IGNORECASE)
+H2H_JUDGES = ("pairwise", "pointwise")
 
 
 # --- pure computations (tested against hand-computed cases) ----------------------------------
 
-def agreement(pairs: list, scores_a: list[list[int | None]], scores_b: list[list[int | None]]) -> dict:
+def _mean(scores: list) -> float | None:
+    """Mean of the parsed scores (int, or float under expected scoring); None if none parsed."""
+    v = [s for s in scores if s is not None]
+    return statistics.fmean(v) if v else None
+
+
+def agreement(pairs: list, scores_a: list[list[float | None]], scores_b: list[list[float | None]]) -> dict:
     """Judge-human agreement from per-pair judge scores of response a and b.
 
     accuracy = correct / pairs with a non-tie human label; a judge tie or an unparseable side
     counts as not correct (reported separately), so failures never inflate accuracy."""
     correct = judge_ties = unparsed = human_ties = tie_agree = decided = 0
     for p, sa, sb in zip(pairs, scores_a, scores_b):
-        va = [s for s in sa if s is not None]
-        vb = [s for s in sb if s is not None]
+        ma, mb = _mean(sa), _mean(sb)
         if p.label == "tie":
             human_ties += 1
-            if va and vb and statistics.fmean(va) == statistics.fmean(vb):
+            if ma is not None and mb is not None and ma == mb:
                 tie_agree += 1
             continue
-        if not va or not vb:
+        if ma is None or mb is None:
             unparsed += 1
             continue
-        ma, mb = statistics.fmean(va), statistics.fmean(vb)
         if ma == mb:
             judge_ties += 1
             continue
@@ -67,6 +83,28 @@ def agreement(pairs: list, scores_a: list[list[int | None]], scores_b: list[list
     }
 
 
+def length_baseline(pairs: list) -> dict:
+    """The judge every judge must beat: "the longer response (in characters) wins".
+
+    accuracy = correct / pairs with a non-tie human label, like agreement(); equal lengths
+    count as not correct and are reported as ties."""
+    correct = wrong = ties = human_ties = 0
+    for p in pairs:
+        if p.label == "tie":
+            human_ties += 1
+            continue
+        la, lb = len(p.response_a), len(p.response_b)
+        if la == lb:
+            ties += 1
+        elif ("a" if la > lb else "b") == p.label:
+            correct += 1
+        else:
+            wrong += 1
+    n = correct + wrong + ties
+    return {"accuracy": correct / n if n else None, "correct": correct, "wrong": wrong, "ties": ties, "n": n,
+            "human_ties": human_ties}
+
+
 def parse_verdict(text: str) -> tuple[str | None, str | None]:
     found = {m.lower() for m in WINNER_LINE.findall(text)}
     if not found:
@@ -77,73 +115,157 @@ def parse_verdict(text: str) -> tuple[str | None, str | None]:
     return ("tie" if v == "tie" else v.upper()), None
 
 
-def head_to_head(verdicts_ab: list[str | None], verdicts_ba: list[str | None], len_x: list[int], len_y: list[int],
-                 seed: int = 0, bootstrap: int = 1000) -> dict:
-    """Model X vs model Y. verdicts_ab: X shown as A; verdicts_ba: Y shown as A (X as B).
-    Per prompt the two orders are summed: +1 per X win, -1 per Y win. A prompt with one
-    unparseable order is decided by the other; with both unparseable it is excluded."""
-    outcomes, dlen = [], []
-    first_pos = decided_verdicts = unparsed = 0
-    for ab, ba, lx, ly in zip(verdicts_ab, verdicts_ba, len_x, len_y):
-        score, seen = 0, 0
-        for v, x_is_a in ((ab, True), (ba, False)):
-            if v is None:
-                unparsed += 1
-                continue
-            seen += 1
-            if v == "tie":
-                continue
-            decided_verdicts += 1
-            first_pos += v == "A"
-            score += 1 if (v == "A") == x_is_a else -1
-        if seen == 0:
+def combine_orders(verdict_ab: str | None, verdict_ba: str | None) -> float | None:
+    """One prompt's outcome for X from the two orders (X shown as A, then Y shown as A): the
+    orders are summed, +1 per X win and -1 per Y win -> 1.0, 0.5 (tie) or 0.0. One unparseable
+    order leaves the other to decide; with both unparseable the prompt has no outcome (None)."""
+    score, seen = 0, 0
+    for v, x_is_a in ((verdict_ab, True), (verdict_ba, False)):
+        if v is None:
             continue
-        outcomes.append(1.0 if score > 0 else 0.0 if score < 0 else 0.5)
-        dlen.append((lx - ly) / max(1.0, (lx + ly) / 2))
+        seen += 1
+        if v != "tie":
+            score += 1 if (v == "A") == x_is_a else -1
+    if not seen:
+        return None
+    return 1.0 if score > 0 else 0.0 if score < 0 else 0.5
+
+
+def _first_position(verdicts: list[str | None]) -> tuple[int, int]:
+    """(verdicts naming the first-shown response, decided verdicts)."""
+    decided = [v for v in verdicts if v in ("A", "B")]
+    return sum(v == "A" for v in decided), len(decided)
+
+
+def bootstrap_ci(outcomes: list[float], seed: int = 0, resamples: int = 1000) -> list[float]:
+    """95% percentile-bootstrap interval of the mean outcome (scipy, seeded: deterministic)."""
+    if len(outcomes) < 2:  # scipy needs two observations; one outcome has no spread to resample
+        return [float(outcomes[0])] * 2 if outcomes else [None, None]
+    ci = stats.bootstrap((np.asarray(outcomes, dtype=float),), np.mean, n_resamples=resamples,
+                         confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return [float(ci.low), float(ci.high)]
+
+
+def win_rate_at_equal_length(outcomes: list[float], dlen: list[float]) -> float | None:
+    """Win rate read at zero length difference: a logistic fit of the outcome (0, 0.5, 1) on the
+    relative length difference (len_x - len_y) / mean length, read at difference 0.
+
+    It removes the part of the win rate that length explains linearly on the logit scale; it
+    is not AlpacaEval's length-controlled win rate (a GLM with model and instruction terms
+    against a fixed baseline). A mild ridge (1e-3 on the slope, 1e-6 on the intercept, as
+    halves of squared weights) keeps the fit finite when length separates the outcomes."""
+    if len(outcomes) < 3 or len(set(dlen)) < 2:
+        return None
+    y, x = np.asarray(outcomes, dtype=float), np.asarray(dlen, dtype=float)
+
+    def loss(w):  # cross-entropy with soft labels, and its gradient
+        z = w[0] + w[1] * x
+        p = 1 / (1 + np.exp(-z))
+        value = np.sum(np.logaddexp(0, z) - y * z) + 0.5e-6 * w[0] ** 2 + 0.5e-3 * w[1] ** 2
+        return value, np.array([np.sum(p - y) + 1e-6 * w[0], np.sum((p - y) * x) + 1e-3 * w[1]])
+
+    fit = optimize.minimize(loss, np.zeros(2), jac=True, method="BFGS", options={"gtol": 1e-10})
+    return float(1 / (1 + np.exp(-fit.x[0])))
+
+
+def _win_summary(outcomes: list[float], dlen: list[float], seed: int, bootstrap: int) -> dict:
     n = len(outcomes)
-    res = {
-        "prompts": len(verdicts_ab), "compared": n,
-        "wins": sum(o == 1.0 for o in outcomes), "ties": sum(o == 0.5 for o in outcomes),
-        "losses": sum(o == 0.0 for o in outcomes), "unparsed_verdicts": unparsed,
-        "win_rate": statistics.fmean(outcomes) if n else None,
-        "position_bias_first": first_pos / decided_verdicts if decided_verdicts else None,
-    }
+    res = {"compared": n, "wins": sum(o == 1.0 for o in outcomes), "ties": sum(o == 0.5 for o in outcomes),
+           "losses": sum(o == 0.0 for o in outcomes), "win_rate": statistics.fmean(outcomes) if n else None}
     if n:
-        rng = random.Random(seed)
-        boots = sorted(statistics.fmean(rng.choices(outcomes, k=n)) for _ in range(bootstrap))
-        res["win_rate_ci95"] = [boots[int(0.025 * bootstrap)], boots[int(0.975 * bootstrap) - 1]]
-        res["length_controlled_win_rate"] = length_controlled(outcomes, dlen)
+        res["win_rate_ci95"] = bootstrap_ci(outcomes, seed, bootstrap)
+        res["win_rate_at_equal_length"] = win_rate_at_equal_length(outcomes, dlen)
         res["mean_relative_length_diff"] = statistics.fmean(dlen)
     return res
 
 
-def length_controlled(outcomes: list[float], dlen: list[float], iters: int = 50) -> float | None:
-    """Win rate at zero length difference: logistic regression of outcome (0, 0.5, 1) on the
-    relative length difference, read at dlen = 0 (the idea of AlpacaEval's LC win rate)."""
-    if len(outcomes) < 3 or len(set(dlen)) < 2:
-        return None
-    a = b = 0.0
-    for _ in range(iters):  # Newton steps on the 2-parameter cross-entropy
-        ga = gb = haa = hab = hbb = 0.0
-        for y, x in zip(outcomes, dlen):
-            p = 1 / (1 + math.exp(-(a + b * x)))
-            w = p * (1 - p)
-            ga += p - y
-            gb += (p - y) * x
-            haa += w
-            hab += w * x
-            hbb += w * x * x
-        haa += 1e-6
-        hbb += 1e-3  # mild ridge: keeps b finite when outcomes separate perfectly by length
-        det = haa * hbb - hab * hab
-        if det <= 0:
-            break
-        da = (hbb * ga - hab * gb) / det
-        db = (haa * gb - hab * ga) / det
-        a, b = a - da, b - db
-        if abs(da) + abs(db) < 1e-9:
-            break
-    return 1 / (1 + math.exp(-a))
+def _rel_len(lx: int, ly: int) -> float:
+    return (lx - ly) / max(1.0, (lx + ly) / 2)
+
+
+def head_to_head(verdicts_ab: list[str | None], verdicts_ba: list[str | None], len_x: list[int], len_y: list[int],
+                 seed: int = 0, bootstrap: int = 1000) -> dict:
+    """Model X vs model Y by the pairwise judge. verdicts_ab: X shown as A; verdicts_ba: Y shown
+    as A (X as B). Per prompt the two orders are combined by combine_orders()."""
+    outcomes, dlen = [], []
+    for ab, ba, lx, ly in zip(verdicts_ab, verdicts_ba, len_x, len_y):
+        o = combine_orders(ab, ba)
+        if o is not None:
+            outcomes.append(o)
+            dlen.append(_rel_len(lx, ly))
+    first, decided = _first_position(list(verdicts_ab) + list(verdicts_ba))
+    res = {"prompts": len(verdicts_ab),
+           "unparsed_verdicts": sum(v is None for v in list(verdicts_ab) + list(verdicts_ba)),
+           "position_bias_first": first / decided if decided else None}
+    return {**_win_summary(outcomes, dlen, seed, bootstrap), **res}
+
+
+def pointwise_head_to_head(scores_x: list[list[float | None]], scores_y: list[list[float | None]],
+                           len_x: list[int], len_y: list[int], seed: int = 0, bootstrap: int = 1000) -> dict:
+    """Model X vs model Y by the rubric judge: per prompt X wins if the mean score of its answer
+    is higher, ties if equal; a prompt with either side unparsed is excluded. Each answer is
+    judged alone, so there is no position to be biased by."""
+    outcomes, dlen, mx, my = [], [], [], []
+    for sx, sy, lx, ly in zip(scores_x, scores_y, len_x, len_y):
+        a, b = _mean(sx), _mean(sy)
+        if a is None or b is None:
+            continue
+        outcomes.append(1.0 if a > b else 0.0 if a < b else 0.5)
+        dlen.append(_rel_len(lx, ly))
+        mx.append(a)
+        my.append(b)
+    res = {"prompts": len(scores_x), "unparsed_prompts": len(scores_x) - len(outcomes),
+           "mean_score_x": statistics.fmean(mx) if mx else None, "mean_score_y": statistics.fmean(my) if my else None}
+    return {**_win_summary(outcomes, dlen, seed, bootstrap), **res}
+
+
+def swap_consistency(pairs: list, verdicts_ab: list[str | None], verdicts_ba: list[str | None]) -> dict:
+    """The pairwise judge on human pairs, asked in both orders. verdicts_ab: response_a shown as
+    A; verdicts_ba: response_b shown as A.
+
+    consistency = pairs whose two verdicts name the same response (a tie is consistent only
+    with a tie) / pairs with both orders parsed; pairs with an unparsed order are counted
+    apart. first_position_rate = decided verdicts (A or B) that pick the first-shown response.
+    accuracy: both orders combined as in head_to_head, over non-tie human labels; a combined
+    tie or no parsed order counts as not correct, as in agreement()."""
+    consistent = both = unparsed_pairs = correct = decided = judge_ties = no_verdict = human_ties = 0
+    for p, ab, ba in zip(pairs, verdicts_ab, verdicts_ba):
+        if ab is None or ba is None:
+            unparsed_pairs += 1
+        else:
+            both += 1
+            # what each order names: in the second order A is response_b
+            consistent += {"A": "a", "B": "b"}.get(ab, "tie") == {"A": "b", "B": "a"}.get(ba, "tie")
+        if p.label == "tie":
+            human_ties += 1
+            continue
+        o = combine_orders(ab, ba)
+        if o is None:
+            no_verdict += 1
+        elif o == 0.5:
+            judge_ties += 1
+        else:
+            decided += 1
+            correct += ("a" if o == 1.0 else "b") == p.label
+    first, dec_verdicts = _first_position(list(verdicts_ab) + list(verdicts_ba))
+    n = len(pairs) - human_ties
+    return {
+        "pairs": len(pairs), "both_parsed": both, "consistent": consistent,
+        "consistency": consistent / both if both else None, "unparsed_pairs": unparsed_pairs,
+        "unparsed_verdicts": sum(v is None for v in list(verdicts_ab) + list(verdicts_ba)),
+        "first_position_rate": first / dec_verdicts if dec_verdicts else None,
+        "human_non_tie": n, "correct": correct, "wrong": decided - correct, "judge_ties": judge_ties,
+        "unparsed": no_verdict, "accuracy": correct / n if n else None,
+        "accuracy_decided": correct / decided if decided else None, "human_ties": human_ties,
+    }
+
+
+def by_category(categories: list[str] | None) -> dict[str, list[int]]:
+    """{category: indices}, only when there is more than one category (else {})."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(categories or []):
+        groups.setdefault(c or "(none)", []).append(i)
+    return groups if len(groups) > 1 else {}
 
 
 def length_stats(texts: list[str], tokens: list[int]) -> dict:
@@ -152,6 +274,57 @@ def length_stats(texts: list[str], tokens: list[int]) -> dict:
             "median_chars": statistics.median(chars) if chars else None,
             "mean_tokens": statistics.fmean(tokens) if tokens else None,
             "median_tokens": statistics.median(tokens) if tokens else None}
+
+
+# --- human-preference sources -------------------------------------------------------------------
+
+@dataclass
+class HumanSource:
+    name: str  # the file's stem: the key under eval.judge_agreement / baselines / pairwise_agreement
+    source: str
+    pairs: list
+    stats: dict
+    categories: list[str] | None  # aligned with pairs; None when the file carries none
+
+
+def _human_sources(cfg) -> list[str]:
+    out = []
+    for s in cfg.eval.human_prefs:
+        out.append(str(importlib.resources.files("srlm.seed").joinpath("human_prefs.jsonl"))
+                   if s == "embedded:human_prefs" else s)
+    return out
+
+
+def _source_name(source: str) -> str:
+    base = os.path.basename(source.split(":", 1)[-1])
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(base)[0])
+
+
+def _pair_categories(source: str, pairs: list) -> list[str] | None:
+    """Each pair's "category". HumanPair does not carry one (yet), so for a plain JSONL file it
+    is read from the raw rows, which load_human_pairs keeps one pair per row and in order."""
+    if pairs and hasattr(pairs[0], "category"):
+        cats = [p.category or "" for p in pairs]
+    elif source.startswith(("oasst:", "pandalm:", "hf:")) or source in data.EMBEDDED_FILES:
+        return None
+    else:
+        cats = [str(obj.get("category") or "") if isinstance(obj, dict) else ""
+                for _, obj in iter_jsonl(source)][: len(pairs)]
+    return cats if any(cats) and len(cats) == len(pairs) else None
+
+
+def load_human_source(source: str, limit: int = 0) -> HumanSource:
+    pairs, st = data.load_human_pairs(source, limit)
+    return HumanSource(_source_name(source), source, pairs, st, _pair_categories(source, pairs))
+
+
+def baselines(src: HumanSource) -> dict:
+    """eval.baselines[source]: {"length": length_baseline, "by_category": {cat: {"length": ...}}}."""
+    res: dict = {"length": length_baseline(src.pairs)}
+    groups = by_category(src.categories)
+    if groups:
+        res["by_category"] = {c: {"length": length_baseline([src.pairs[i] for i in ix])} for c, ix in groups.items()}
+    return res
 
 
 # --- running models -----------------------------------------------------------------------------
@@ -176,49 +349,56 @@ def load_pairwise_template() -> str:
     return importlib.resources.files("srlm.seed").joinpath("pairwise_template.txt").read_text()
 
 
-def _human_sources(cfg) -> list[str]:
-    out = []
-    for s in cfg.eval.human_prefs:
-        out.append(str(importlib.resources.files("srlm.seed").joinpath("human_prefs.jsonl"))
-                   if s == "embedded:human_prefs" else s)
-    return out
+def _cached(path: str, info: dict) -> bool:
+    """Done, and made with the same judge settings (a changed judge recomputes)."""
+    if not is_done(path):
+        return False
+    done = read_json(path + ".done", {})
+    return all(done.get(k, v) == v for k, v in info.items())
 
 
-def _source_name(source: str) -> str:
-    base = os.path.basename(source.split(":", 1)[-1])
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(base)[0])
-
-
-def eval_model(cfg, run_dir: str, name: str, backend) -> dict:
+def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource] | None = None) -> dict:
     """Judge agreement on every human-preference source, and answers to the eval prompts."""
     ev = os.path.join(run_dir, "eval")
     template = rubric.load_template(cfg.judge.template)
     results: dict = {"agreement": {}, "length": None}
-    for source in _human_sources(cfg):
-        out = os.path.join(ev, f"agreement_{_source_name(source)}_{name}.jsonl")
+    if sources is None:
+        sources = [load_human_source(s, cfg.eval.max_human_pairs) for s in _human_sources(cfg)]
+    for src in sources:
+        out = os.path.join(ev, f"agreement_{src.name}_{name}.jsonl")
         if not is_done(out):
-            pairs, stats = data.load_human_pairs(source, cfg.eval.max_human_pairs)
-            print(f"eval {name}: judging {len(pairs)} human-labelled pairs from {source} (k={cfg.eval.k})", flush=True)
+            pairs = src.pairs
+            print(f"eval {name}: judging {len(pairs)} human-labelled pairs from {src.source} (k={cfg.eval.k})", flush=True)
             items = [(p.prompt, p.response_a) for p in pairs] + [(p.prompt, p.response_b) for p in pairs]
             judged = judge_texts(backend, template, items, cfg.eval.k, cfg.judge,
-                                 derive_seed(cfg.seed, "eval", name, source))
+                                 derive_seed(cfg.seed, "eval", name, src.source))
             rows = []
             for i, p in enumerate(pairs):
                 ja, jb = judged[i], judged[len(pairs) + i]
-                rows.append({"id": p.id, "label": p.label, "scores_a": [s for _, s, _ in ja],
-                             "scores_b": [s for _, s, _ in jb], "judgment_a": ja[0][0], "judgment_b": jb[0][0]})
+                rows.append({"id": p.id, "label": p.label, "category": src.categories[i] if src.categories else None,
+                             "scores_a": [s for _, s, _ in ja], "scores_b": [s for _, s, _ in jb],
+                             "judgment_a": ja[0][0], "judgment_b": jb[0][0]})
             write_jsonl(out, rows)
-            mark_done(out, stats)
+            mark_done(out, {**src.stats, "scoring": getattr(cfg.judge, "scoring", "parsed")})
         rows = read_jsonl(out)
         pairs = [data.HumanPair(r["id"], "", "", "", r["label"]) for r in rows]
-        summary = agreement(pairs, [r["scores_a"] for r in rows], [r["scores_b"] for r in rows])
+        sa, sb = [r["scores_a"] for r in rows], [r["scores_b"] for r in rows]
+        summary = agreement(pairs, sa, sb)
         all_scores = [s for r in rows for s in r["scores_a"] + r["scores_b"]]
         parsed = [s for s in all_scores if s is not None]
-        hist = Counter(parsed)
+        # Under expected scoring a score is a float: the histogram bins it to the nearest point.
+        hist = Counter(int(round(s)) for s in parsed)
         summary["parse_failure_rate"] = 1 - len(parsed) / len(all_scores) if all_scores else None
         summary["score_hist"] = {str(k): hist.get(k, 0) for k in range(rubric.MAX_SCORE + 1)}
         summary["skipped_records"] = read_json(out + ".done", {}).get("skipped_no_majority", 0)
-        results["agreement"][_source_name(source)] = summary
+        cats = [r.get("category") for r in rows]
+        if not any(cats) and src.categories and len(src.categories) == len(rows):
+            cats = src.categories  # rows cached before categories were stored
+        groups = by_category(cats)
+        if groups:
+            summary["by_category"] = {c: agreement([pairs[i] for i in ix], [sa[i] for i in ix], [sb[i] for i in ix])
+                                      for c, ix in groups.items()}
+        results["agreement"][src.name] = summary
 
     out = os.path.join(ev, f"answers_{name}.jsonl")
     if not is_done(out):
@@ -268,36 +448,101 @@ def make_judge(cfg, run_dir: str, newer: str):
     return make_backend(cfg, resolve(spec))
 
 
+def judge_label(cfg, newer: str) -> str:
+    """Whose verdicts: with eval.judge=self the model itself, otherwise the configured judge."""
+    return newer if cfg.eval.judge == "self" else "judge"
+
+
+def pairwise_verdicts(cfg, judge_backend, items: list[tuple[str, str, str]], seed: int) -> tuple[list, list]:
+    """Ask the pairwise prompt on (prompt, x, y) items in both orders (x as A, then y as A) at
+    temperature 0 -> two lists of (verdict, error, text)."""
+    template = load_pairwise_template()
+
+    def render(p, a, b):
+        return [{"role": "user", "content": template.replace("{prompt}", p).replace("{response_a}", a)
+                 .replace("{response_b}", b)}]
+
+    chats = [render(p, x, y) for p, x, y in items] + [render(p, y, x) for p, x, y in items]
+    params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.judge.max_new_tokens)
+    outs = generate_within_context(judge_backend, chats, params, seed)
+    texts = [_cut_verdict(o[0].text) if o else "" for o in outs]
+    res = [(*parse_verdict(t), t) for t in texts]
+    return res[: len(items)], res[len(items):]
+
+
+def pairwise_agreement(cfg, run_dir: str, src: HumanSource, label: str, judge_backend) -> dict:
+    """Swap consistency and accuracy of the pairwise judge on one human-preference source.
+    Output: DIR/eval/pairwise_<source>_<judge>.jsonl."""
+    out = os.path.join(run_dir, "eval", f"pairwise_{src.name}_{label}.jsonl")
+    info = {"judge": cfg.eval.judge}
+    if not _cached(out, info):
+        print(f"eval: pairwise judge {label} on {len(src.pairs)} human pairs from {src.source}, both orders", flush=True)
+        ab, ba = pairwise_verdicts(cfg, judge_backend, [(p.prompt, p.response_a, p.response_b) for p in src.pairs],
+                                   derive_seed(cfg.seed, "pairwise-human", label, src.source))
+        rows = [{"id": p.id, "label": p.label, "category": src.categories[i] if src.categories else None,
+                 "verdict_ab": ab[i][0], "verdict_ba": ba[i][0], "error_ab": ab[i][1], "error_ba": ba[i][1],
+                 "text_ab": ab[i][2], "text_ba": ba[i][2]} for i, p in enumerate(src.pairs)]
+        write_jsonl(out, rows)
+        mark_done(out, info)
+    rows = read_jsonl(out)
+    pairs = [data.HumanPair(r["id"], "", "", "", r["label"]) for r in rows]
+    vab, vba = [r["verdict_ab"] for r in rows], [r["verdict_ba"] for r in rows]
+    res = {**swap_consistency(pairs, vab, vba), "judge": cfg.eval.judge}
+    groups = by_category([r.get("category") for r in rows])
+    if groups:
+        res["by_category"] = {c: swap_consistency([pairs[i] for i in ix], [vab[i] for i in ix], [vba[i] for i in ix])
+                              for c, ix in groups.items()}
+    return res
+
+
 def compare(cfg, run_dir: str, x: str, y: str, judge_backend) -> dict:
+    """Pairwise head-to-head. Output: DIR/eval/h2h_<x>_vs_<y>.jsonl."""
     out = os.path.join(run_dir, "eval", f"h2h_{x}_vs_{y}.jsonl")
     ax = {r["id"]: r for r in read_jsonl(os.path.join(run_dir, "eval", f"answers_{x}.jsonl"))}
     ay = {r["id"]: r for r in read_jsonl(os.path.join(run_dir, "eval", f"answers_{y}.jsonl"))}
     ids = [i for i in ax if i in ay]
     if not is_done(out):
-        template = load_pairwise_template()
-
-        def render(p, a, b):
-            return [{"role": "user", "content": template.replace("{prompt}", p).replace("{response_a}", a)
-                     .replace("{response_b}", b)}]
-
         print(f"eval: {x} vs {y} on {len(ids)} prompts, both orders (judge: {cfg.eval.judge})", flush=True)
-        chats = [render(ax[i]["prompt"], ax[i]["answer"], ay[i]["answer"]) for i in ids]
-        chats += [render(ax[i]["prompt"], ay[i]["answer"], ax[i]["answer"]) for i in ids]
-        params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.judge.max_new_tokens)
-        outs = generate_within_context(judge_backend, chats, params, derive_seed(cfg.seed, "h2h", x, y))
-        texts = [_cut_verdict(o[0].text) if o else "" for o in outs]
-        rows = []
-        for k, i in enumerate(ids):
-            vab, eab = parse_verdict(texts[k])
-            vba, eba = parse_verdict(texts[len(ids) + k])
-            rows.append({"id": i, "verdict_xy": vab, "verdict_yx": vba, "text_xy": texts[k],
-                         "text_yx": texts[len(ids) + k], "error_xy": eab, "error_yx": eba,
-                         "len_x": len(ax[i]["answer"]), "len_y": len(ay[i]["answer"])})
+        ab, ba = pairwise_verdicts(cfg, judge_backend, [(ax[i]["prompt"], ax[i]["answer"], ay[i]["answer"]) for i in ids],
+                                   derive_seed(cfg.seed, "h2h", x, y))
+        rows = [{"id": i, "verdict_xy": ab[k][0], "verdict_yx": ba[k][0], "text_xy": ab[k][2], "text_yx": ba[k][2],
+                 "error_xy": ab[k][1], "error_yx": ba[k][1], "len_x": len(ax[i]["answer"]), "len_y": len(ay[i]["answer"])}
+                for k, i in enumerate(ids)]
         write_jsonl(out, rows)
         mark_done(out, {"judge": cfg.eval.judge})
     rows = read_jsonl(out)
     return head_to_head([r["verdict_xy"] for r in rows], [r["verdict_yx"] for r in rows],
                         [r["len_x"] for r in rows], [r["len_y"] for r in rows], seed=cfg.seed)
+
+
+def pointwise_scores(cfg, run_dir: str, model: str, label: str, judge_backend) -> dict[str, list]:
+    """Rubric scores (k = eval.k) of one model's eval answers by one judge, judged once and
+    reused by every comparison. Output: DIR/eval/pointwise_<model>_by_<judge>.jsonl."""
+    out = os.path.join(run_dir, "eval", f"pointwise_{model}_by_{label}.jsonl")
+    info = {"judge": cfg.eval.judge, "judge_model": label, "scoring": getattr(cfg.judge, "scoring", "parsed"),
+            "k": cfg.eval.k}
+    if not _cached(out, info):
+        answers = read_jsonl(os.path.join(run_dir, "eval", f"answers_{model}.jsonl"))
+        print(f"eval: rubric judge {label} scoring {len(answers)} answers of {model} (k={cfg.eval.k})", flush=True)
+        judged = judge_texts(judge_backend, rubric.load_template(cfg.judge.template),
+                             [(r["prompt"], r["answer"]) for r in answers], cfg.eval.k, cfg.judge,
+                             derive_seed(cfg.seed, "pointwise", model, label))
+        write_jsonl(out, [{"id": r["id"], "scores": [s for _, s, _ in j], "judgment": j[0][0],
+                           "errors": [e for _, _, e in j]} for r, j in zip(answers, judged)])
+        mark_done(out, info)
+    return {r["id"]: r["scores"] for r in read_jsonl(out)}
+
+
+def compare_pointwise(cfg, run_dir: str, x: str, y: str, label: str, judge_backend) -> dict:
+    """Pointwise head-to-head: both models' answers scored by the same judge."""
+    ax = {r["id"]: r for r in read_jsonl(os.path.join(run_dir, "eval", f"answers_{x}.jsonl"))}
+    ay = {r["id"]: r for r in read_jsonl(os.path.join(run_dir, "eval", f"answers_{y}.jsonl"))}
+    sx = pointwise_scores(cfg, run_dir, x, label, judge_backend)
+    sy = pointwise_scores(cfg, run_dir, y, label, judge_backend)
+    ids = [i for i in ax if i in ay and i in sx and i in sy]
+    res = pointwise_head_to_head([sx[i] for i in ids], [sy[i] for i in ids], [len(ax[i]["answer"]) for i in ids],
+                                 [len(ay[i]["answer"]) for i in ids], seed=cfg.seed)
+    return {**res, "judge": cfg.eval.judge, "judge_model": label}
 
 
 def _cut_verdict(text: str) -> str:
@@ -309,34 +554,62 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
     if not is_main():
         return {}
     models = models or available_models(run_dir)
+    # The lead adds these to EvalConfig; until then the defaults apply.
+    want_pairwise_human = getattr(cfg.eval, "pairwise_agreement", True)
+    h2h_judges = list(getattr(cfg.eval, "h2h_judge", list(H2H_JUDGES)))
+    if set(h2h_judges) - set(H2H_JUDGES):
+        raise InputError(f"eval.h2h_judge={h2h_judges}: each must be one of {list(H2H_JUDGES)}")
+    self_judge = cfg.eval.judge == "self"
     out: dict = read_json(os.path.join(run_dir, "metrics.json"), {}).get("eval", {})
-    out.setdefault("judge_agreement", {})
-    out.setdefault("length", {})
-    out.setdefault("win_rate", {})
+    for key in ("judge_agreement", "length", "win_rate", "win_rate_pointwise", "baselines", "pairwise_agreement"):
+        out.setdefault(key, {})
+    sources = [load_human_source(s, cfg.eval.max_human_pairs) for s in _human_sources(cfg)]
+    for src in sources:  # no model needed
+        out["baselines"][src.name] = baselines(src)
     for name in models:
         backend = make_backend(cfg, model_ref(cfg, run_dir, name))
         try:
-            res = eval_model(cfg, run_dir, name, backend)
+            res = eval_model(cfg, run_dir, name, backend, sources)
+            if want_pairwise_human and self_judge:
+                for src in sources:
+                    out["pairwise_agreement"].setdefault(src.name, {})[name] = pairwise_agreement(
+                        cfg, run_dir, src, name, backend)
         finally:
             backend.close()
         for source, summary in res["agreement"].items():
             out["judge_agreement"].setdefault(source, {})[name] = summary
         out["length"][name] = res["length"]
-    # Head-to-head: each new model against its predecessor and against the SFT model M1.
-    have = [m for m in available_models(run_dir)
-            if os.path.exists(os.path.join(run_dir, "eval", f"answers_{m}.jsonl.done"))]
-    for x in models:
-        k = int(x[1:])
-        # M1 vs M0 shows what SFT did; later models face their predecessor and the SFT anchor.
-        rivals = [f"M{k - 1}"] + (["M1"] if k > 2 else []) if k >= 1 else []
-        rivals = [r for r in rivals if r in have]
-        if not rivals:
-            continue
-        judge_backend = make_judge(cfg, run_dir, x)
-        try:
-            for y in rivals:
-                out["win_rate"][f"{x}_vs_{y}"] = compare(cfg, run_dir, x, y, judge_backend)
-        finally:
-            judge_backend.close()
+    # One external judge serves every comparison; with "self" each newer model judges its pairs.
+    external = None if self_judge else make_judge(cfg, run_dir, models[-1])
+    try:
+        if want_pairwise_human and external is not None:
+            for src in sources:
+                out["pairwise_agreement"].setdefault(src.name, {})["judge"] = pairwise_agreement(
+                    cfg, run_dir, src, "judge", external)
+        # Head-to-head: each new model against its predecessor and against the SFT model M1.
+        have = [m for m in available_models(run_dir)
+                if os.path.exists(os.path.join(run_dir, "eval", f"answers_{m}.jsonl.done"))]
+        for x in models:
+            k = int(x[1:])
+            # M1 vs M0 shows what SFT did; later models face their predecessor and the SFT anchor.
+            rivals = [f"M{k - 1}"] + (["M1"] if k > 2 else []) if k >= 1 else []
+            rivals = [r for r in rivals if r in have]
+            if not rivals or not h2h_judges:
+                continue
+            judge_backend = external or make_judge(cfg, run_dir, x)
+            label = judge_label(cfg, x)
+            try:
+                for y in rivals:
+                    if "pairwise" in h2h_judges:
+                        out["win_rate"][f"{x}_vs_{y}"] = compare(cfg, run_dir, x, y, judge_backend)
+                    if "pointwise" in h2h_judges:
+                        out["win_rate_pointwise"][f"{x}_vs_{y}"] = compare_pointwise(cfg, run_dir, x, y, label,
+                                                                                     judge_backend)
+            finally:
+                if judge_backend is not external:
+                    judge_backend.close()
+    finally:
+        if external is not None:
+            external.close()
     update_metrics(run_dir, "eval", out)
     return out

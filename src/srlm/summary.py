@@ -40,10 +40,24 @@ def print_summary(run_dir: str, metrics: dict) -> None:
         print(" " * width + "".join(f"{k:>12}" for k in iters))
         for label, key in ROWS:
             print(f"{label:<{width}}" + "".join(f"{_fmt(metrics[k].get(key)):>12}" for k in iters))
-    for source, per_model in metrics.get("eval", {}).get("judge_agreement", {}).items():
-        print(f"judge-human agreement ({source}): "
-              + ", ".join(f"{m} {_fmt(v.get('accuracy'))}" for m, v in per_model.items()))
-    for name, h in metrics.get("eval", {}).get("win_rate", {}).items():
-        print(f"win rate {name.replace('_', ' ')}: {_fmt(h.get('win_rate'))} "
-              f"(length-controlled {_fmt(h.get('length_controlled_win_rate'))})")
+    ev = metrics.get("eval", {})
+    # Every judge figure beside the baseline it must beat: "the longer response wins".
+    for source in sorted(set(ev.get("judge_agreement", {})) | set(ev.get("baselines", {}))):
+        base = (ev.get("baselines", {}).get(source) or {}).get("length") or {}
+        per_model = ev.get("judge_agreement", {}).get(source, {})
+        pairwise = ev.get("pairwise_agreement", {}).get(source, {})
+        print(f"judge-human agreement ({source}): longer-wins baseline {_fmt(base.get('accuracy'))}"
+              + "".join(f", {m} {_fmt(v.get('accuracy'))}" for m, v in per_model.items()))
+        if pairwise:
+            print(f"  pairwise judge, both orders ({source}): "
+                  + ", ".join(f"{m} {_fmt(v.get('accuracy'))} (consistent {_fmt(v.get('consistency'))}, "
+                              f"first position {_fmt(v.get('first_position_rate'))})" for m, v in pairwise.items()))
+        for cat, b in ((ev.get("baselines", {}).get(source) or {}).get("by_category") or {}).items():
+            print(f"  {cat}: longer-wins {_fmt(b.get('length', {}).get('accuracy'))}"
+                  + "".join(f", {m} {_fmt((v.get('by_category') or {}).get(cat, {}).get('accuracy'))}"
+                            for m, v in per_model.items()))
+    for group, how in (("win_rate", "pairwise"), ("win_rate_pointwise", "pointwise")):
+        for name, h in ev.get(group, {}).items():
+            print(f"win rate {name.replace('_', ' ')} ({how} judge): {_fmt(h.get('win_rate'))} "
+                  f"(at equal length {_fmt(h.get('win_rate_at_equal_length'))})")
     print(f"models: {run_dir}/models   metrics: {run_dir}/metrics.json   report: srlm report {run_dir}")
