@@ -3,7 +3,7 @@
 This module is the only place that knows the file names of a run directory:
   config.yaml, metrics.json, sft_log.json, models/M<k>/,
   iter_<t>/{pairs.jsonl, judgments.jsonl, dpo_log.json},
-  eval/answers_<M>.jsonl, eval/h2h_<X>_vs_<Y>.jsonl.
+  eval/answers_<M>.jsonl, eval/h2h_<X>_vs_<Y>.jsonl, and report/ (where the report goes).
 A run may be partial (crashed, still running, eval disabled): a missing file is an empty value,
 and a corrupt one gives a warning on stderr and counts as missing, so a report can be built at
 any point of a run. A JSONL file keeps the records before its first bad line, because a crash
@@ -97,6 +97,11 @@ class Run:
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
+
+    @property
+    def report_dir(self) -> str:
+        """Where `srlm report` writes index.html, report.md and the plots."""
+        return os.path.join(self.dir, "report")
 
     @property
     def method(self) -> str:
