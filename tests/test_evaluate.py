@@ -197,3 +197,17 @@ def test_summary_prints_agreement_beside_the_length_baseline(capsys):
     assert "math: longer-wins 0.25, M0 0.125" in out
     assert "win rate M1 vs M0 (pairwise judge): 0.6 (at equal length 0.55)" in out
     assert "win rate M1 vs M0 (pointwise judge): 0.7 (at equal length -)" in out
+
+
+def test_cache_recomputes_when_the_judge_changes(tmp_path):
+    from srlm.evaluate import _cached
+    from srlm.records import mark_done, write_jsonl
+
+    out = str(tmp_path / "pointwise_M1_by_judge.jsonl")
+    assert not _cached(out, {"judge": "self"})
+    write_jsonl(out, [{"id": "p-0", "scores": [4]}])
+    mark_done(out, {"judge": "self", "scoring": "parsed"})
+    assert _cached(out, {"judge": "self", "scoring": "parsed"})
+    assert not _cached(out, {"judge": "self", "scoring": "expected"})
+    assert not _cached(out, {"judge": "openai:m@http://x"})
+    assert _cached(out, {"judge": "self", "k": 3})  # a marker from before a setting was recorded still counts

@@ -366,7 +366,8 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
         sources = [load_human_source(s, cfg.eval.max_human_pairs) for s in _human_sources(cfg)]
     for src in sources:
         out = os.path.join(ev, f"agreement_{src.name}_{name}.jsonl")
-        if not is_done(out):
+        scoring = getattr(cfg.judge, "scoring", "parsed")
+        if not _cached(out, {"scoring": scoring}):
             pairs = src.pairs
             print(f"eval {name}: judging {len(pairs)} human-labelled pairs from {src.source} (k={cfg.eval.k})", flush=True)
             items = [(p.prompt, p.response_a) for p in pairs] + [(p.prompt, p.response_b) for p in pairs]
@@ -379,7 +380,7 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
                              "scores_a": [s for _, s, _ in ja], "scores_b": [s for _, s, _ in jb],
                              "judgment_a": ja[0][0], "judgment_b": jb[0][0]})
             write_jsonl(out, rows)
-            mark_done(out, {**src.stats, "scoring": getattr(cfg.judge, "scoring", "parsed")})
+            mark_done(out, {**src.stats, "scoring": scoring})
         rows = read_jsonl(out)
         pairs = [data.HumanPair(r["id"], "", "", "", r["label"]) for r in rows]
         sa, sb = [r["scores_a"] for r in rows], [r["scores_b"] for r in rows]
@@ -554,7 +555,7 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
     if not is_main():
         return {}
     models = models or available_models(run_dir)
-    # The lead adds these to EvalConfig; until then the defaults apply.
+    # Read with defaults so a config object from before these options still evaluates.
     want_pairwise_human = getattr(cfg.eval, "pairwise_agreement", True)
     h2h_judges = list(getattr(cfg.eval, "h2h_judge", list(H2H_JUDGES)))
     if set(h2h_judges) - set(H2H_JUDGES):
@@ -579,13 +580,21 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
         for source, summary in res["agreement"].items():
             out["judge_agreement"].setdefault(source, {})[name] = summary
         out["length"][name] = res["length"]
-    # One external judge serves every comparison; with "self" each newer model judges its pairs.
-    external = None if self_judge else make_judge(cfg, run_dir, models[-1])
+    # One external judge serves every comparison (made when first needed); with "self" each
+    # newer model judges its own pairs.
+    external = None
+
+    def external_judge():
+        nonlocal external
+        if external is None:
+            external = make_judge(cfg, run_dir, models[-1])
+        return external
+
     try:
-        if want_pairwise_human and external is not None:
+        if want_pairwise_human and not self_judge:
             for src in sources:
                 out["pairwise_agreement"].setdefault(src.name, {})["judge"] = pairwise_agreement(
-                    cfg, run_dir, src, "judge", external)
+                    cfg, run_dir, src, "judge", external_judge())
         # Head-to-head: each new model against its predecessor and against the SFT model M1.
         have = [m for m in available_models(run_dir)
                 if os.path.exists(os.path.join(run_dir, "eval", f"answers_{m}.jsonl.done"))]
@@ -596,7 +605,7 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
             rivals = [r for r in rivals if r in have]
             if not rivals or not h2h_judges:
                 continue
-            judge_backend = external or make_judge(cfg, run_dir, x)
+            judge_backend = make_judge(cfg, run_dir, x) if self_judge else external_judge()
             label = judge_label(cfg, x)
             try:
                 for y in rivals:
@@ -606,7 +615,7 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
                         out["win_rate_pointwise"][f"{x}_vs_{y}"] = compare_pointwise(cfg, run_dir, x, y, label,
                                                                                      judge_backend)
             finally:
-                if judge_backend is not external:
+                if self_judge:
                     judge_backend.close()
     finally:
         if external is not None:
