@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from srlm import faults
 from srlm.config import EMBEDDED_MODEL
 from srlm.records import InputError
 
@@ -115,6 +116,7 @@ def save_model(model, tokenizer, out_dir: str) -> None:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    faults.point("save_model:before_rename", out_dir)
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from srlm import faults
+
 
 class InputError(ValueError):
     """Bad user input, reported with the file and line so the user can fix it."""
@@ -82,7 +84,9 @@ def atomic_write_text(path: str, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    faults.point("atomic_write_text:before_rename", path)
     os.replace(tmp, path)
+    faults.point("atomic_write_text:after_rename", path)
 
 
 def _as_dict(rec: Any) -> dict:
@@ -102,6 +106,7 @@ def append_jsonl(path: str, records: Iterable[Any]) -> None:
             f.write(json.dumps(_as_dict(r), ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    faults.point("append_jsonl", path)
 
 
 def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
