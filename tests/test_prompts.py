@@ -1,26 +1,81 @@
+import random
 from types import SimpleNamespace
 
 import pytest
+from rouge_score import rouge_scorer
 
-from srlm.prompts import NearDuplicateIndex, clean, filter_prompt, is_degenerate, rouge_l, words
+from srlm.prompts import NearDuplicateIndex, clean, filter_prompt, is_degenerate, rouge_l, rouge_tokens, words
 
-
-def test_rouge_l_hand_computed():
-    a, b = words("the cat sat on the mat"), words("the cat lay on a mat")
-    # LCS = the cat on mat (4); P = 4/6, R = 4/6
-    assert rouge_l(a, b) == pytest.approx(4 / 6)
-    assert rouge_l(a, a) == 1.0
-    assert rouge_l([], a) == 0.0
-    assert rouge_l(words("x y"), words("p q")) == 0.0
+LIB = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)  # Self-Instruct's scorer
 
 
-def test_near_duplicate_index_matches_bruteforce():
-    texts = ["Write a poem about the sea", "Explain how rainbows form", "List three uses of vinegar"]
+def lib(a: str, b: str) -> float:
+    return LIB.score(a, b)["rougeL"].fmeasure
+
+
+# (a, b, hand-computed ROUGE-L F1 = 2 LCS / (|a| + |b|) on rouge_score's tokens)
+CASES = [
+    ("the cat sat on the mat", "the cat lay on a mat", 2 * 4 / (6 + 6)),  # LCS: the cat on mat
+    ("Write a poem about the sea", "write a short poem about the deep blue sea", 2 * 6 / (6 + 9)),
+    ("a b c d", "d c b a", 2 * 1 / (4 + 4)),  # every word shared, order reversed: LCS 1
+    # rouge_score's tokenizer: '_' and "'" separate, so snake_case is two tokens and don't is [don, t]
+    ("snake_case names", "snake case names", 1.0),
+    ("Don't stop!", "dont stop", 2 * 1 / (3 + 2)),
+    # non-ASCII letters separate too: café -> [caf]
+    ("café au lait", "cafe au lait", 2 * 2 / (3 + 3)),
+    ("中文 only", "中文", 0.0),  # no alphanumeric token on one side
+    ("", "anything", 0.0),
+]
+
+
+@pytest.mark.parametrize("a,b,expected", CASES)
+def test_rouge_l_hand_computed_matches_library(a, b, expected):
+    assert rouge_l(a, b) == pytest.approx(expected)
+    assert lib(a, b) == pytest.approx(expected)
+    # Token lists from words() score as their texts do.
+    assert rouge_l(words(a), words(b)) == pytest.approx(expected)
+
+
+def test_rouge_tokens_are_the_librarys():
+    assert rouge_tokens("Don't snake_case Café 42!") == ["don", "t", "snake", "case", "caf", "42"]
+    assert words("Don't snake_case Café 42!") == ["don", "t", "snake_case", "café", "42"]
+    assert rouge_tokens(words("Don't snake_case Café 42!")) == rouge_tokens("Don't snake_case Café 42!")
+
+
+def test_near_duplicate_index_matches_library_bruteforce():
+    rng = random.Random(0)
+    vocab = "write a poem about the sea sky blue short list three uses of vinegar".split()
+    kept = [[rng.choice(vocab) for _ in range(rng.randint(3, 9))] for _ in range(20)]
     idx = NearDuplicateIndex(0.7)
-    for t in texts:
-        idx.add(words(t))
-    assert idx.is_near_duplicate(words("write a poem about the sea please"))
-    assert not idx.is_near_duplicate(words("Describe the history of the printing press"))
+    for t in kept:
+        idx.add(" ".join(t))
+    # Queries: kept texts with one word changed or added (often near-duplicates), and new texts.
+    queries = []
+    for t in kept:
+        q = list(t)
+        if rng.random() < 0.5:
+            q.insert(rng.randrange(len(q) + 1), rng.choice(vocab))
+        else:
+            q[rng.randrange(len(q))] = rng.choice(vocab)
+        queries += [q, rng.sample(t, len(t)), [rng.choice(vocab) for _ in range(rng.randint(3, 9))]]
+    hits = 0
+    for q in queries:
+        expected = any(lib(" ".join(q), " ".join(t)) > 0.7 for t in kept)
+        assert idx.is_near_duplicate(" ".join(q)) == expected
+        assert idx.is_near_duplicate(q) == expected
+        hits += expected
+    assert 0 < hits < len(queries)  # both outcomes exercised
+
+
+def test_near_duplicate_index_bound_is_only_a_prefilter():
+    idx = NearDuplicateIndex(0.7)
+    idx.add(words("Write a poem about the sea"))
+    assert idx.is_near_duplicate("write a poem about the sea please")  # 2*6/13 = 0.92
+    assert not idx.is_near_duplicate("the sea about poem a write")  # all shared, LCS 2: 2*2/12
+    assert not idx.is_near_duplicate("Describe the history of the printing press")
+    idx2 = NearDuplicateIndex(0.7)
+    idx2.add("snake case names")
+    assert idx2.is_near_duplicate("snake_case names")  # the library's tokens, not \w+ words
 
 
 def test_clean_and_degenerate():

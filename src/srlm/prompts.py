@@ -2,8 +2,9 @@
 
 Each request shows the model `few_shot` (paper: 8) seed prompts and asks for one new task.
 Generated prompts are filtered as Self-Instruct does: too short or too long, degenerate
-(repetitive) text, and prompts whose ROUGE-L F1 with any seed or already kept prompt exceeds
-the threshold (0.7) are dropped, each drop counted by reason in metrics.json.
+(repetitive) text, and prompts whose ROUGE-L F1 (rouge_score's scorer, no stemming, as
+Self-Instruct) with any seed or already kept prompt exceeds the threshold (0.7) are dropped, each
+drop counted by reason in metrics.json.
 Output: DIR/iter_<t>/prompts.jsonl of PromptRecord.
 """
 
@@ -13,6 +14,8 @@ import os
 import random
 import re
 from collections import Counter
+
+from rouge_score import rouge_scorer, tokenizers
 
 from srlm import data
 from srlm.backends import Backend, SamplingParams
@@ -26,52 +29,56 @@ INSTRUCTION = (
     "and wording, specific, and answerable in a few paragraphs. Reply with the request only."
 )
 _WORD = re.compile(r"\w+")
+# Self-Instruct's filter: rouge_score's ROUGE-L F-measure, no stemming, on its own tokenizer
+# (lower-case, every non-[a-z0-9] character a separator), so 0.7 means what it means there.
+_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+_TOKENIZER = tokenizers.DefaultTokenizer(use_stemmer=False)
 
 
 def words(text: str) -> list[str]:
+    """Lower-cased word tokens for the length and repetition filters."""
     return _WORD.findall(text.lower())
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+def _text(x: str | list[str]) -> str:
+    # Token lists are joined with spaces: rouge_score re-tokenizes them to the text's own tokens,
+    # since words() drops only characters that rouge_score also treats as separators.
+    return x if isinstance(x, str) else " ".join(x)
 
 
-def rouge_l(a: list[str], b: list[str]) -> float:
-    """ROUGE-L F1 over lower-cased word tokens (as Self-Instruct's near-duplicate filter)."""
-    if not a or not b:
-        return 0.0
-    lcs = _lcs(a, b)
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(a), lcs / len(b)
-    return 2 * p * r / (p + r)
+def rouge_tokens(text: str | list[str]) -> list[str]:
+    """The tokens rouge_score scores: lower-cased, non-alphanumerics to spaces."""
+    return _TOKENIZER.tokenize(_text(text))
+
+
+def rouge_l(a: str | list[str], b: str | list[str]) -> float:
+    """ROUGE-L F1 of two texts (or token lists from words()/rouge_tokens()), as rouge_score
+    computes it; 0 when either has no alphanumeric token."""
+    return _SCORER.score(_text(a), _text(b))["rougeL"].fmeasure
 
 
 class NearDuplicateIndex:
-    """ROUGE-L near-duplicate check; a cheap unigram-overlap bound (LCS <= shared words)
-    skips the quadratic LCS for almost every pair."""
+    """Is a text's ROUGE-L F1 with any added text above the threshold (Self-Instruct: > 0.7)?
+    A cheap bound on rouge_score's own tokens skips the quadratic LCS for almost every pair:
+    LCS <= shared unigrams (multiset), so F1 = 2 LCS / (|a| + |b|) <= 2 shared / (|a| + |b|).
+    Texts may be given as strings or as token lists from words() or rouge_tokens()."""
 
     def __init__(self, threshold: float):
         self.threshold = threshold
-        self.items: list[tuple[list[str], Counter]] = []
+        self.items: list[tuple[str, int, Counter]] = []
 
-    def add(self, toks: list[str]) -> None:
-        self.items.append((toks, Counter(toks)))
+    def add(self, text: str | list[str]) -> None:
+        toks = rouge_tokens(text)
+        self.items.append((" ".join(toks), len(toks), Counter(toks)))
 
-    def is_near_duplicate(self, toks: list[str]) -> bool:
-        c = Counter(toks)
-        for other, oc in self.items:
+    def is_near_duplicate(self, text: str | list[str]) -> bool:
+        toks = rouge_tokens(text)
+        joined, c = " ".join(toks), Counter(toks)
+        for other, n, oc in self.items:
             shared = sum((c & oc).values())
             if shared == 0:
                 continue
-            bound = 2 * shared / (len(toks) + len(other))
-            if bound > self.threshold and rouge_l(toks, other) > self.threshold:
+            if 2 * shared / (len(toks) + n) > self.threshold and rouge_l(joined, other) > self.threshold:
                 return True
         return False
 
@@ -114,7 +121,7 @@ def filter_prompt(text: str, index: NearDuplicateIndex, cfg, seen: set) -> str |
     key = " ".join(toks)
     if key in seen:
         return "duplicate"
-    if index.is_near_duplicate(toks):
+    if index.is_near_duplicate(text):
         return "near_duplicate"
     return None
 
