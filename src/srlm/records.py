@@ -110,17 +110,27 @@ def append_jsonl(path: str, records: Iterable[Any]) -> None:
 
 
 def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed value); a malformed line raises InputError naming file and line."""
+    """Yield (line number, parsed value); a malformed line, or bytes that are not UTF-8, raise
+    InputError naming file and line (and, for bad bytes, their offset in the file)."""
     if not os.path.exists(path):
         raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    # Read bytes and decode line by line: a text-mode decoder's error offsets are relative to its
+    # read buffer, not to the file, and a '\n' byte never occurs inside a UTF-8 sequence.
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not UTF-8 at byte {offset + e.start}") from None
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            yield lineno, obj
 
 
 def read_jsonl(path: str, cls: type | None = None) -> list:
