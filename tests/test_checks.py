@@ -49,7 +49,7 @@ def test_packaged_default_passes_and_counts(no_model_loads):
 def test_every_problem_at_once_with_file_and_line(tmp_path, no_model_loads):
     ift = tmp_path / "ift_latin1.jsonl"
     good = jl({"prompt": "a", "response": "b"})
-    ift.write_bytes(good.encode() + '{"prompt": "caf'.encode() + b"\xe9" + b'", "response": "x"}\n')
+    ift.write_bytes(good.encode() + b'{"prompt": "caf' + b"\xe9" + b'", "response": "x"}\n')
     # the bad byte follows line 1 (32 characters and a newline) and '{"prompt": "caf' (15): 48
     eft = tmp_path / "eft.jsonl"
     eft.write_text(jl({"prompt": "p", "response": "r", "judgment": "Score: 3", "score": 3},

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from srlm import data, modeling, rubric
 from srlm.records import InputError
@@ -225,7 +226,8 @@ def _check_prompt_set(c: _Check, key: str, source: str, group: str) -> None:
 
 
 def _check_eft_build(c: _Check, cfg) -> None:
-    from srlm import eft_build  # pulls in the judge and backends modules; only when enabled
+    # Only when enabled: eft_build pulls in the judge and backend modules.
+    from srlm import eft_build
 
     limit = cfg.eft_build.max_chars or c.limit  # max_chars: exactly the groups the build drops
     groups = empty = over = ties = 0
