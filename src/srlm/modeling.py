@@ -95,12 +95,10 @@ def load_model(ref: ModelRef, dtype: torch.dtype = torch.float32, device: str | 
     except OSError as e:
         raise InputError(f"{ref}: cannot load model ({str(e).splitlines()[0]})") from None
     if ref.gguf_file:
-        # transformers marks GGUF-loaded models as quantized, but the weights are already
-        # dequantised to float; clear the mark so the trained model can be saved normally.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        # A GGUF load is marked quantized though its weights are dequantised floats.
+        from srlm._compat import clear_gguf_quantization
+
+        clear_gguf_quantization(model)
     if device:
         model.to(device)
     model.eval()

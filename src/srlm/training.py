@@ -1,28 +1,20 @@
-"""What the SFT and DPO stages share: trainer arguments, LoRA, resume, merge-and-save."""
+"""What the SFT and DPO stages share: trainer arguments, LoRA, resume, merge-and-save, and (from
+srlm._compat) the CPU log-prob path `cpu_log_probs`."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 
 import torch
 
+# cpu_log_probs is re-exported: sft.py and dpo.py enter it around their trainers.
+from srlm._compat import checkpointing_arg, cpu_log_probs  # noqa: F401
 from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, save_model, set_threads
 from srlm.parallel import is_main, world
 
-
-def _checkpointing_arg() -> str:
-    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing.
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-
-
-_CHECKPOINTING_ARG = _checkpointing_arg()
+# transformers 5.x renamed gradient_checkpointing to activation_checkpointing (probed in _compat).
+_CHECKPOINTING_ARG = checkpointing_arg()
 
 
 def trainer_kwargs(cfg, section, out_dir: str) -> dict:
@@ -55,71 +47,6 @@ def trainer_kwargs(cfg, section, out_dir: str) -> dict:
         remove_unused_columns=True,
         disable_tqdm=not is_main(),
     )
-
-
-class _PlainLogProbs:
-    """Stand-in for TRL's `ChunkedLogProbFunction` on CPU tensors: per-token log-probs (and the
-    detached extras TRL logs) from one lm_head matmul and autograd's fused log_softmax.
-
-    Why: TRL's fused head tiles the vocabulary to avoid materialising [tokens, vocab] logits, which
-    matters on GPUs; on a CPU without Triton it folds each tile in ~10 elementwise passes and scores
-    every position, prompt and padding included. Scoring only completion tokens with a plain
-    log_softmax made a DPO step 1.8x faster on the 2-core box (36.3 s -> 20.1 s for 16 pairs of
-    SmolLM2-135M, docs/LOG.md); the logits of a 600-token micro-batch are 118 MB."""
-
-    original = None
-
-    @classmethod
-    def apply(cls, hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0,
-              outputs=()):
-        if hidden.device.type != "cpu":
-            return cls.original.apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
-                                      outputs)
-        z = hidden @ weight.t()
-        if bias is not None:
-            z = z + bias
-        z = z.float() * logit_scale
-        if softcap is not None:
-            z = softcap * torch.tanh(z / softcap)
-        z = z / temperature
-        log_p = torch.log_softmax(z, dim=-1)
-        log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        extra = dict.fromkeys(("entropy", "log_sum_sq_probs", "mean_logits", "is_top1"))
-        with torch.no_grad():
-            if "entropy" in outputs or "log_sum_sq_probs" in outputs:
-                p = log_p.exp()
-                if "entropy" in outputs:
-                    extra["entropy"] = -(p * log_p).sum(-1)
-                if "log_sum_sq_probs" in outputs:
-                    extra["log_sum_sq_probs"] = torch.log((p * p).sum(-1))
-            if "mean_logits" in outputs:
-                extra["mean_logits"] = z.mean(-1)
-            if "is_top1" in outputs:
-                extra["is_top1"] = z.argmax(-1) == targets
-        return (log_probs, *extra.values())
-
-
-@contextmanager
-def cpu_log_probs():
-    """While SFT/DPO trainers are built and trained on CPU: score only completion positions (what
-    TRL does on Triton devices) with `_PlainLogProbs`. TRL internals: if a TRL release renames
-    them, this does nothing and training runs TRL's own (slower on CPU) path."""
-    try:
-        import trl.trainer.utils as tu
-    except ImportError:
-        yield
-        return
-    if not (hasattr(tu, "_ChunkedLogProbFunction") and hasattr(tu, "_use_triton")):
-        yield
-        return
-    saved = tu._ChunkedLogProbFunction, tu._use_triton
-    _PlainLogProbs.original = saved[0]
-    tu._ChunkedLogProbFunction = _PlainLogProbs
-    tu._use_triton = lambda device: device.type == "cpu" or saved[1](device)
-    try:
-        yield
-    finally:
-        tu._ChunkedLogProbFunction, tu._use_triton = saved
 
 
 def lora_config(section):

@@ -27,33 +27,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from trl import DPOTrainer
 
+# check_trl_version is re-exported: srlm relies on DPOTrainer's collator output keys, its fused-LM-head
+# forward and `compute_ref_log_probs`, which TRL changes between minor releases, so outside the tested
+# range (srlm._compat.TESTED) WeightedDPOTrainer refuses to run rather than drift silently.
+from srlm._compat import check_trl_version, keep_dataset_column
+
 CONFIDENCE = "confidence"
-# The TRL releases this module was written against and tested with: it relies on DPOTrainer's
-# collator output keys, its fused-LM-head forward and `compute_ref_log_probs`, which TRL changes
-# between minor releases. Outside this range it refuses to run rather than drift silently.
-TESTED_TRL = ">=1.16,<1.17"
-
-
-def check_trl_version(version: str | None = None) -> str:
-    """Raise RuntimeError unless the installed (or given) TRL version is in TESTED_TRL."""
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
-    if version is None:
-        import trl
-
-        version = trl.__version__
-    try:
-        ok = SpecifierSet(TESTED_TRL).contains(Version(version), prereleases=True)
-    except InvalidVersion:
-        ok = False
-    if not ok:
-        raise RuntimeError(f"srlm.weighted_dpo is tested with TRL {TESTED_TRL} but TRL {version} is installed; "
-                           "re-check WeightedDPOTrainer against this TRL's DPOTrainer before widening TESTED_TRL.")
-    return version
 
 
 def weighted_dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
@@ -111,6 +92,8 @@ def _without_confidence(inputs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in inputs.items() if k != CONFIDENCE}
 
 
+# remove_unused_columns=True keeps only TRL's columns; the confidence column must survive it.
+@keep_dataset_column(CONFIDENCE)
 class WeightedDPOTrainer(DPOTrainer):
     """trl.DPOTrainer whose loss is `weighted_dpo_loss` with the batch's `confidence` (1.0 if the
     dataset has no such column). Only DPOConfig's default loss is supported: loss_type ["sigmoid"],
@@ -135,13 +118,6 @@ class WeightedDPOTrainer(DPOTrainer):
         # the column; `compute_ref_log_probs` below strips it for later precomputes (evaluate()).
         self.data_collator = ConfidenceCollator(self.data_collator)
         self._confidence_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-
-    def _set_signature_columns_if_needed(self):
-        # transformers' (private) hook choosing which dataset columns survive
-        # remove_unused_columns=True; TRL's override keeps only its own, so add ours.
-        super()._set_signature_columns_if_needed()
-        if CONFIDENCE not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, CONFIDENCE]
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, _without_confidence(inputs))

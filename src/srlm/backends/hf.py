@@ -9,25 +9,25 @@ Three savings over calling `generate` once per sample (the path public implement
    judgment whose score line is complete) leave the batch.
 And three that make a CPU decode step cost what its matmuls cost (profile in docs/LOG.md: at
 96 rows x 450 tokens of context they were a quarter of the step):
-4. One-token attention as two grouped matmuls (`_decode_attention`) instead of SDPA's CPU
-   flash kernel, which takes 2.6-17 ms per layer call in bf16 against 1.5 ms.
-5. A KV cache that writes into preallocated room (`_RoomyLayer`) instead of concatenating
+4. One-token attention as two grouped matmuls (`_compat.use_decode_attention`) instead of SDPA's
+   CPU flash kernel, which takes 2.6-17 ms per layer call in bf16 against 1.5 ms.
+5. A KV cache that writes into preallocated room (`_compat.roomy_cache`) instead of concatenating
    the whole cache every step; finished rows are dropped in batches, not one copy per row.
 6. Nucleus sampling over the top 256 tokens (exact: it falls back to a full sort when they
    hold less than top_p of the mass) instead of sorting 49k-entry rows every step.
-Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py).
+Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4 and 5 patch
+transformers internals (srlm/_compat.py); when a release breaks them they warn and the slower
+standard path runs.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 
 import torch
-from transformers.cache_utils import DynamicLayer
 
-from srlm import rubric
+from srlm import _compat, rubric
 from srlm.backends.base import SCORE_DIGITS, Chat, Completion, SamplingParams
 from srlm.repetition import RepetitionGuard
 from srlm.modeling import ModelRef, context_window, load_model, load_tokenizer, pick_dtype, set_threads
@@ -36,7 +36,6 @@ MIN_SHARED_PREFIX = 16  # below this a shared prefill saves less than the cache 
 TOP_P_CANDIDATES = 256  # nucleus search width before falling back to a full sort
 DROP_FRACTION = 8  # drop finished rows once they are 1/8 of the batch (each drop copies the cache)
 CACHE_ROOM = 32  # free KV positions added when the cache grows (attention covers them too)
-ATTENTION = "srlm_sdpa"
 
 
 def _device() -> str:
@@ -56,11 +55,8 @@ class HFBackend:
                 eos.update(int(x) for x in v)
         self.eos_ids = eos
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-        # transformers 5.x renamed forward's `past_key_values` to `cache`; accept both.
-        params = inspect.signature(model.forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        if getattr(model.config, "_attn_implementation", None) == "sdpa" and _register_attention():
-            model.set_attn_implementation(ATTENTION)
+        self.cache_kw = _compat.cache_kwarg(model)
+        _compat.use_decode_attention(model)
         self.digit_ids = _digit_token_ids(tokenizer)
 
     @classmethod
@@ -106,13 +102,7 @@ class HFBackend:
         return results
 
     def _new_cache(self, room: int):
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        # Full-attention layers only (sliding-window and linear-attention layers keep their own logic).
-        if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
-            cache.layers = [_RoomyLayer(room) for _ in cache.layers]
-        return cache
+        return _compat.roomy_cache(self.model.config, room)
 
     def _prefill_prefix(self, prefix: list[int]):
         cache = self._new_cache(room=0)
@@ -132,9 +122,7 @@ class HFBackend:
         room = min(params.max_new_tokens, CACHE_ROOM)
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)  # prefilled with no room: it is copied per row
-            for layer in cache.layers:
-                if isinstance(layer, _RoomyLayer):
-                    layer.room = room
+            _compat.set_cache_room(cache, room)
             cache.batch_repeat_interleave(B)
         else:
             cache = self._new_cache(room)
@@ -317,106 +305,6 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     cum = top.cumsum(-1)
     top = top.masked_fill((cum - top) > top_p, 0.0)
     return idx.gather(-1, torch.multinomial(top, 1, generator=gen)).squeeze(1)
-
-
-class _RoomyLayer(DynamicLayer):
-    """A full-attention KV cache layer with `room` free (zeroed) positions after its tokens, so a
-    decode step writes one position in place instead of concatenating the whole cache
-    (DynamicLayer's copy is ~1 GB a step at 96 rows x 500 tokens of SmolLM2-135M).
-
-    Like transformers' StaticLayer it hands attention the whole buffer and reports the buffer's
-    size as the mask length, so the unfilled positions are masked (a strided view of the filled
-    part would be copied by every attention matmul: 5.9 ms vs 2.6 ms per layer call); unlike it,
-    it grows when full and supports the batch repeat/select the decode loop needs."""
-
-    def __init__(self, room: int = 0):
-        super().__init__()
-        self.room = room
-        self.length = 0
-
-    def _capacity(self) -> int:
-        # Before the first update `keys` is DynamicLayer's empty placeholder, not a buffer.
-        return self.keys.shape[-2] if self.is_initialized and self.keys.dim() == 4 else 0
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        new = key_states.shape[-2]
-        if self.length + new > self._capacity():
-            size = self.length + new + self.room
-            keys = key_states.new_zeros(key_states.shape[:2] + (size, key_states.shape[-1]))
-            values = value_states.new_zeros(value_states.shape[:2] + (size, value_states.shape[-1]))
-            if self.length:
-                keys[:, :, :self.length] = self.keys[:, :, :self.length]
-                values[:, :, :self.length] = self.values[:, :, :self.length]
-            self.keys, self.values = keys, values
-        self.keys[:, :, self.length:self.length + new] = key_states
-        self.values[:, :, self.length:self.length + new] = value_states
-        self.length += new
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        # The mask is built before `update`, so report the size the buffer will have after it.
-        size, needed = self._capacity(), self.length + query_length
-        return (size if needed <= size else needed + self.room), 0
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.length:
-            self.keys = self.keys.repeat_interleave(repeats, dim=0)
-            self.values = self.values.repeat_interleave(repeats, dim=0)
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.length:
-            self.keys, self.values = self.keys[indices], self.values[indices]
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("srlm's decode loop never crops its cache")
-
-    def reset(self) -> None:
-        self.length = 0
-        super().reset()
-
-
-def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
-    """One query token per row: softmax(q k^T) v as grouped matmuls on the key/value heads (no
-    repeat_kv); everything else (prefill, GPUs, softcapping, sinks) goes to transformers' SDPA."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    B, H, q_len, D = query.shape
-    kv_heads = key.shape[1]
-    plain_mask = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)
-    extras = any(kwargs.get(k) is not None for k in ("softcap", "s_aux", "sinks", "position_bias"))
-    if q_len != 1 or query.device.type != "cpu" or module.training or extras or not plain_mask or H % kv_heads:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    q = query.reshape(B, kv_heads, H // kv_heads, D)
-    scores = torch.matmul(q, key.transpose(-1, -2)).float() * (scaling if scaling is not None else D ** -0.5)
-    if attention_mask is not None:  # [B, 1, 1, L]: bool (True = attend) or additive
-        mask = attention_mask[:, :, 0, -scores.shape[-1]:].unsqueeze(2)
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    out = torch.matmul(torch.softmax(scores, dim=-1).to(value.dtype), value)  # [B, kv_heads, groups, D]
-    return out.reshape(B, H, 1, D).transpose(1, 2).contiguous(), None
-
-
-_REGISTERED = []
-
-
-def _register_attention() -> bool:
-    """Make ATTENTION a name transformers accepts: SDPA's mask, `_decode_attention` for compute."""
-    if not _REGISTERED:
-        try:
-            from transformers import AttentionInterface
-            from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-            AttentionInterface.register(ATTENTION, _decode_attention)
-            ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
-            _REGISTERED.append(True)
-        except (ImportError, AttributeError):
-            _REGISTERED.append(False)
-    return _REGISTERED[0]
 
 
 # Threads are set once per process; tokenizers' own pool would fight torch's for 2 cores.
