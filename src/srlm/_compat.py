@@ -456,13 +456,13 @@ def _register_decode_attention() -> bool:
         _fallback("the signature of transformers.integrations.sdpa_attention.sdpa_attention_forward changed",
                   _SLOW_ATTENTION)
         return False
+    _sdpa_forward = sdpa_attention_forward  # bound first: `_decode_attention` may run once registered
     try:
         AttentionInterface.register(DECODE_ATTENTION, _decode_attention)
         ALL_MASK_ATTENTION_FUNCTIONS.register(DECODE_ATTENTION, sdpa_mask)
     except Exception as e:  # noqa: BLE001 - any failure means the fast path is off, and says so
         _fallback(f"registering the '{DECODE_ATTENTION}' attention with transformers failed ({e!r})", _SLOW_ATTENTION)
         return False
-    _sdpa_forward = sdpa_attention_forward
     return True
 
 
