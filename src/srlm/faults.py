@@ -5,6 +5,9 @@ training step, and the rerun must end with the same artifacts as an uninterrupte
     SRLM_FAULT_AT=N     the N-th call of point() in this process sends SIGKILL to the process
     SRLM_FAULT_LOG=F    every point() appends one line "name detail" to F (how many points an
                         uninterrupted run passes, and where)
+    SRLM_FAULT_MATCH=R  optional: count only points whose line "name detail" matches the regular
+                        expression R (a rerun skips finished stages, so its N-th point overall
+                        is hard to predict; "the first checkpoint of dpo_1" is not)
 
 The environment is read once at import, so point() is one truth test when neither is set.
 Counts are per process: under `accelerate launch` each rank counts its own.
@@ -13,10 +16,12 @@ Counts are per process: under `accelerate launch` each rank counts its own.
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 _AT = int(os.environ.get("SRLM_FAULT_AT") or 0)
 _LOG = os.environ.get("SRLM_FAULT_LOG") or None
+_MATCH = re.compile(os.environ["SRLM_FAULT_MATCH"]) if os.environ.get("SRLM_FAULT_MATCH") else None
 _ACTIVE = bool(_AT or _LOG)
 _count = 0
 
@@ -26,13 +31,15 @@ def point(name: str, detail: str = "") -> None:
     if not _ACTIVE:
         return
     global _count
-    _count += 1
+    line = f"{name} {detail}".rstrip()
     if _LOG:
         # One short append per point; written before the kill so the log names the fatal point.
         with open(_LOG, "a", encoding="utf-8") as f:
-            f.write(f"{name} {detail}".rstrip() + "\n")
-    if _count == _AT:
-        os.kill(os.getpid(), signal.SIGKILL)
+            f.write(line + "\n")
+    if _AT and (_MATCH is None or _MATCH.search(line)):
+        _count += 1
+        if _count == _AT:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 _last_event: tuple | None = None
