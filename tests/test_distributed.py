@@ -19,14 +19,8 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 # One launch, several `srlm` commands: the processes start (and load torch) once.
-# WORKAROUND, until srlm.parallel.barrier is fixed (test_barrier_waits_for_every_process): its
-# PartialState() on a machine without CUDA is DistributedType.NO, whose wait_for_everyone does
-# nothing, so rank 1 reads files rank 0 has not written yet. Made first with cpu=True, the shared
-# state is MULTI_CPU (gloo) and every later PartialState().wait_for_everyone() really waits.
 SCRIPT = """
 import sys
-from accelerate import PartialState
-PartialState(cpu=True)
 from srlm.cli import main
 for argv in {commands!r}:
     if main(argv) != 0:
@@ -61,7 +55,6 @@ def launch(args, env=None):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="srlm.parallel.barrier does not wait on a CPU-only machine (see report)")
 def test_barrier_waits_for_every_process(tmp_path):
     script = tmp_path / "barrier.py"
     script.write_text(BARRIER)

@@ -184,8 +184,8 @@ def test_agreeing_chain_greedy():
 
 
 def test_only_stated_integer_scores_count(sources, tmp_path, monkeypatch):
-    """A judge that returns expected (float) scores: the Score line's integer is used, and a
-    score without a line is skipped; both counted."""
+    """A judge that returns expected (float) scores: the Score line's integer is used; a score
+    without a line is written as a line (rounded); both counted."""
     real = eft_build.judge_texts
 
     def expected_mode(*args):
@@ -204,8 +204,11 @@ def test_only_stated_integer_scores_count(sources, tmp_path, monkeypatch):
 
     monkeypatch.setattr(eft_build, "judge_texts", score_without_line)
     stats = run_build(sources, tmp_path / "eft2.jsonl")
-    assert stats["eft_build/judge_scores_without_line"] == 4
-    assert stats["eft_build/dropped"]["unparsed"] == 1  # H-best still has no stated score
+    # judge.scoring=expected: a judgment with a score but no valid line states its rounded
+    # expected score (2.5 -> 2) as its line, so it can teach the format; a text whose own line
+    # is invalid then holds two conflicting lines and stays unparsed.
+    assert stats["eft_build/judge_scores_without_line"] == 1
+    assert stats["eft_build/judge_scores_replaced_by_line"] == 3
 
 
 def test_resume_after_partial_gives_the_same_output(sources, tmp_path):

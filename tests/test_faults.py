@@ -164,8 +164,6 @@ def copy_of_run(tmp_path, tiny_run) -> str:
     return run
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="records.append_jsonl appends after the torn "
-                   "fragment, so the redone chunk's line is malformed too and the chunk stays missing (see report)")
 def test_torn_last_line_of_a_partial_file_is_redone(tmp_path, copy_of_run, tiny_run):
     """A crash in the middle of an append leaves half a line; the chunk is redone on resume."""
     from srlm.cli import main
@@ -202,8 +200,6 @@ def test_unreadable_or_missing_marker_runs_the_stage_again(copy_of_run, tiny_run
     assert load_json(judgments + ".done")["inputs"]
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.run_stage writes the marker before metrics.json; a kill "
-                   "in between leaves a fresh stage whose metrics are never written (see report)")
 def test_kill_between_marker_and_metrics_keeps_the_metrics(tmp_path, copy_of_run, tiny_run):
     from srlm.cli import main
 
@@ -216,8 +212,6 @@ def test_kill_between_marker_and_metrics_keeps_the_metrics(tmp_path, copy_of_run
         {k: v for k, v in want.items() if k.startswith("pairs/") and not NOT_REPRODUCIBLE.search(k)}
 
 
-@pytest.mark.xfail(strict=True, reason="training.last_checkpoint takes the highest checkpoint-N even when a "
-                   "kill during the Trainer's save left it without trainer_state.json (see report)")
 def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path):
     from srlm.training import last_checkpoint
 

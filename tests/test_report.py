@@ -176,6 +176,9 @@ def make_fake_run(root: str, iterations: int = 2, with_eval: bool = True) -> str
         agreement["oasst"]["M0"]["accuracy"] = None
         metrics["eval"] = {
             "judge_agreement": agreement,
+            "ifeval": {mm: {"ifeval/prompt_strict": 0.2 + 0.01 * i, "ifeval/prompt_strict_ci95": [0.15, 0.3],
+                            "ifeval/inst_strict": 0.3, "ifeval/inst_strict_ci95": [0.25, 0.35], "ifeval/prompts": 64}
+                       for i, mm in enumerate(models)},
             "length": {mm: {"mean_chars": 100.0 + 50 * i, "median_chars": 90, "mean_tokens": 25.0 + 10 * i,
                             "median_tokens": 22} for i, mm in enumerate(models)},
             "win_rate": {"M2_vs_M1": {"prompts": 16, "compared": 16, "wins": 9, "ties": 2, "losses": 5,

@@ -87,5 +87,5 @@ def tiny_overrides(root: str, model_dir: str, ift: str, eft: str, template: str)
         "sample.max_new_tokens=12", "sample.chunk_size=2", "judge.k=2", "judge.max_new_tokens=8",
         "judge.chunk_size=8",
         "dpo.learning_rate=0.0001", "dpo.batch_size=4", "dpo.per_device_batch_size=2", "dpo.max_length=512",
-        "eval.enabled=false", "backend.batch_size=16",
+        "eval.enabled=false", "backend.batch_size=16", "eval.ifeval_size=4", "eval.ifeval_max_new_tokens=16",
     ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import textwrap
 
@@ -25,16 +24,6 @@ Settings: `--config FILE` (YAML, see configs/) and `key=value` overrides such as
 `srlm config --list` lists every key with its default and meaning.
 """
 
-STAGE_HELP = {
-    "sft": "M0 -> M1: supervised fine-tuning on the seed IFT + EFT data",
-    "prompts": "iteration t: new prompts by few-shot self-instruct -> iter_<t>/prompts.jsonl",
-    "sample": "iteration t: N candidates per prompt from M_t -> iter_<t>/candidates.jsonl",
-    "judge": "iteration t: K rubric judgments per candidate by M_t -> iter_<t>/judgments.jsonl",
-    "pairs": "iteration t: highest vs lowest mean score per prompt -> iter_<t>/pairs.jsonl",
-    "dpo": "iteration t: DPO on iter_<t>/pairs.jsonl -> models/M<t+1>",
-}
-
-
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config file, or the name of a packaged one: default "
                    "(the embedded CPU run, used when omitted), tiny, gpu-qwen2.5-7b")
@@ -51,17 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run SFT and T iterations. Rerun the same command after a crash to resume.")
     _add_config_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip `srlm eval` after each iteration")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the libraries' own output (weight loading, TRL's logged dicts) instead of writing it "
+                   "to DIR/logs/<stage>.log")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume a run directory even though its saved config differs")
 
-    for name, help_text in STAGE_HELP.items():
-        p = sub.add_parser(name, help=help_text, description=help_text + ". Uses DIR/config.yaml when DIR "
-                           "exists; --redo deletes this stage's output first.")
+    from srlm.stages import STAGES
+
+    for stage in STAGES:
+        help_text = stage.help
+        p = sub.add_parser(stage.name.replace("_", "-"), help=help_text,
+                           description=help_text + ". On an existing run directory it uses DIR/config.yaml (never "
+                           "rewritten) plus the overrides given here, which are recorded in the stage's marker; "
+                           "an output whose inputs or settings changed is rebuilt, a fresh one is kept. --redo "
+                           "rebuilds it anyway and first removes everything downstream of it, listing what goes.")
         p.add_argument("run_dir", metavar="DIR", help="run directory")
-        if name != "sft":
+        if stage.per_iteration:
             p.add_argument("--iteration", "-t", type=int, default=1, help="iteration t (default 1)")
-        p.add_argument("--redo", action="store_true", help="delete this stage's output and marker, then run it")
-        p.add_argument("--config", metavar="FILE", help="config for a new run directory")
+        p.add_argument("--redo", action="store_true",
+                       help="rebuild this output even if fresh, after removing everything downstream of it")
+        p.add_argument("--config", metavar="FILE", help="config for a new run directory (default: the packaged default)")
+        p.add_argument("--verbose", "-v", action="store_true", help="show the libraries' own output")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     p = sub.add_parser("eval", help="judge-human agreement, win rates and lengths for a run's models",
@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "example answers side by side.")
     p.add_argument("run_dir", metavar="DIR", help="run directory made by `srlm run`")
 
+    p = sub.add_parser("compare", help="one report over several run directories (methods side by side)",
+                       description="Write OUT/index.html and OUT/report.md comparing runs that share a seed and an "
+                       "evaluation set: judge-human agreement beside the length heuristic, win rates, answer "
+                       "length and pairs per iteration, wall time.")
+    p.add_argument("run_dirs", nargs="+", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="OUT", help="output directory")
+
     p = sub.add_parser("config", help="print the resolved config, or --list every key with its help")
     p.add_argument("--config", metavar="FILE")
     p.add_argument("--list", action="store_true", help="list every key, default and meaning")
@@ -89,10 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_for_dir(run_dir: str, config: str | None, overrides: list[str]):
-    saved = os.path.join(run_dir, "config.yaml")
-    cfg = load_config(config or (saved if os.path.exists(saved) else None), overrides)
-    cfg.output_dir = run_dir
-    return cfg
+    """(config, overrides to record, whether the directory is new): an existing run directory's
+    saved config plus overrides, or a new one's config (packaged default unless --config)."""
+    from srlm.config import ConfigError, with_overrides
+    from srlm.rundir import RunDir
+
+    saved = RunDir(run_dir).config
+    if os.path.exists(saved):
+        if config:
+            raise ConfigError(f"{run_dir} already has a config ({saved}); --config is for new run directories, "
+                              "use key=value overrides to change a setting for one stage")
+        cfg = with_overrides(load_config(saved), overrides)
+        return cfg.model_copy(update={"output_dir": run_dir}), list(overrides), False
+    cfg = load_config(config, overrides)
+    return cfg.model_copy(update={"output_dir": run_dir}), [], True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "config":
         if args.list:
-            for key, default, help_text in describe():
-                print(f"{key} = {default}")
+            from srlm.config import get
+
+            packaged = load_config(None)
+            for key, paper, help_text in describe():
+                value = repr(get(packaged, key))
+                print(f"{key} = {value}" + ("" if value == paper else f"   (paper: {paper})"))
                 print(textwrap.indent(textwrap.fill(help_text, 88), "    "))
             return 0
         import yaml
@@ -135,57 +156,45 @@ def _dispatch(args) -> int:
         return 0
 
     from srlm import pipeline
+    from srlm.stages import BY_NAME
 
     if args.command == "run":
-        from srlm.config import packaged_config
-
-        cfg = load_config(args.config or packaged_config("default"), args.overrides)
+        cfg = load_config(args.config, args.overrides)
         if args.output_dir:
             cfg.output_dir = args.output_dir
-        metrics = pipeline.run(cfg, allow_config_change=args.allow_config_change, evaluate=not args.no_eval)
+        metrics = pipeline.run(cfg, allow_config_change=args.allow_config_change, evaluate=not args.no_eval,
+                               verbose=args.verbose)
         from srlm.summary import print_summary
 
         print_summary(cfg.output_dir, metrics)
         return 0
 
-    if args.command in STAGE_HELP:
-        cfg = _config_for_dir(args.run_dir, args.config, args.overrides)
-        run_dir = pipeline.prepare(cfg, allow_config_change=True)
-        if args.command == "sft":
-            if args.redo:
-                _remove(os.path.join(run_dir, "models", "M1"))
-            values = pipeline.run_sft(cfg, run_dir)
-        else:
-            t = args.iteration
-            if args.command != "prompts" and not os.path.exists(os.path.join(run_dir, "models", f"M{t}")):
-                print(f"srlm: error: {run_dir}/models/M{t} does not exist; run the earlier stages first",
-                      file=sys.stderr)
-                return 2
-            if args.command == "dpo":
-                if args.redo:
-                    _remove(os.path.join(run_dir, "models", f"M{t + 1}"))
-                from srlm import dpo
+    stage_name = args.command.replace("-", "_")
+    if stage_name in BY_NAME:
+        stage = BY_NAME[stage_name]
+        cfg, overrides, new = _config_for_dir(args.run_dir, args.config, args.overrides)
+        from srlm.checks import check_inputs
 
-                values = dpo.run(cfg, run_dir, t)
-                pipeline.record(run_dir, f"iter_{t}", values)
-            elif args.command == "pairs":
-                from srlm import pairs
+        check_inputs(cfg)
+        rd = pipeline.prepare(cfg, allow_config_change=True, save=new)
+        t = args.iteration if stage.per_iteration else 0
+        from srlm import progress
 
-                if args.redo:
-                    _remove(os.path.join(run_dir, f"iter_{t}", "pairs.jsonl"))
-                values = pairs.run(cfg, run_dir, t)
-                pipeline.record(run_dir, f"iter_{t}", values)
-            else:
-                if args.redo:
-                    _remove(os.path.join(run_dir, f"iter_{t}", pipeline.STAGE_FILES[args.command]))
-                values = pipeline.run_generation_stage(cfg, run_dir, t, args.command)
+        progress.start_run([stage.name], args.verbose)
+        if args.redo:
+            from srlm.parallel import barrier, is_main
+
+            if is_main():
+                pipeline.invalidate(cfg, rd, stage, t)
+            barrier()
+        values, _ = pipeline.run_stage(stage, cfg, rd, t, overrides=overrides, force=args.redo)
         print(json.dumps(values, indent=1))
         return 0
 
     if args.command == "eval":
         from srlm import evaluate
 
-        cfg = _config_for_dir(args.run_dir, None, args.overrides)
+        cfg, _, _ = _config_for_dir(args.run_dir, None, args.overrides)
         models = args.models.split(",") if args.models else None
         results = evaluate.evaluate_models(cfg, args.run_dir, models)
         print(json.dumps(results, indent=1))
@@ -194,22 +203,15 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from srlm import report
 
-        path = report.build(args.run_dir)
-        print(path)
+        print(report.build(args.run_dir))
+        return 0
+
+    if args.command == "compare":
+        from srlm import report
+
+        print(report.build_compare(args.run_dirs, args.out))
         return 0
     return 1
-
-
-def _remove(path: str) -> None:
-    for p in (path, path + ".done"):
-        if os.path.isdir(p):
-            shutil.rmtree(p)
-        elif os.path.exists(p):
-            os.remove(p)
-    import glob
-
-    for p in glob.glob(path + ".partial.*"):
-        os.remove(p)
 
 
 if __name__ == "__main__":

@@ -407,6 +407,19 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         raise ConfigError(_explain(e, origins, path)) from None
 
 
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """cfg with `key=value` overrides applied (as on the command line)."""
+    if not overrides:
+        return cfg
+    data, origins = cfg.model_dump(mode="json"), {}
+    for item in overrides:
+        _parse_override(item, data, origins)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, origins, "overrides")) from None
+
+
 def validate(cfg: Config) -> Config:
     """Re-check a config whose values were set in code."""
     try:

@@ -50,11 +50,34 @@ class HumanPair:
     response_a: str
     response_b: str
     label: str  # "a" | "b" | "tie"
+    category: str = ""  # for per-category breakdowns when a file mixes sources
 
 
 def embedded_path(name: str) -> list[str]:
     root = importlib.resources.files("srlm.seed")
     return [str(root.joinpath(f)) for f in EMBEDDED_FILES[name]]
+
+
+PREFIXES = ("oasst:", "pandalm:", "mt_bench:", "alpaca_eval:")
+
+
+def source_files(source: str) -> list[str]:
+    """The local files a data source reads (for input checks and provenance digests); a
+    Hugging Face dataset ('hf:...') has none."""
+    if source in EMBEDDED_FILES:
+        return embedded_path(source)
+    if source == "embedded:human_prefs":
+        return [str(importlib.resources.files("srlm.seed").joinpath("human_prefs.jsonl"))]
+    if source == "embedded:oasst":
+        return [str(importlib.resources.files("srlm.seed").joinpath("oasst", "en_100_tree.jsonl"))]
+    if source == "embedded:judge_template":
+        return [str(importlib.resources.files("srlm.seed").joinpath("judge_template.txt"))]
+    if source.startswith("hf:"):
+        return []
+    for prefix in PREFIXES:
+        if source.startswith(prefix):
+            return [source[len(prefix):]]
+    return [source]
 
 
 def _rows(source: str) -> Iterator[tuple[str, Any]]:
@@ -250,7 +273,8 @@ def load_human_pairs(source: str, limit: int = 0) -> tuple[list[HumanPair], dict
             if label not in ("a", "b", "tie"):
                 raise InputError(f"{where}: 'label' must be 'a', 'b' or 'tie' (got {label!r})")
             pairs.append(HumanPair(str(obj.get("id", where)), _text(obj, "prompt", where),
-                                   _text(obj, "response_a", where), _text(obj, "response_b", where), label))
+                                   _text(obj, "response_a", where), _text(obj, "response_b", where), label,
+                                   str(obj.get("category") or "")))
     if limit:
         pairs = pairs[:limit]
     stats["pairs"] = len(pairs)

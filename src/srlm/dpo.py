@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 
+from srlm import progress
+from srlm.faults import TrainerFaults
 from srlm.modeling import ModelRef, save_model
 from srlm.parallel import barrier, is_main
-from srlm.records import PairRecord, is_done, mark_done, read_json, read_jsonl, write_json
+from srlm.records import PairRecord, read_jsonl, write_json
 from srlm.training import cpu_log_probs, finish, last_checkpoint, load_for_training, log_summary, lora_config, trainer_kwargs
 
 
@@ -30,9 +32,8 @@ def to_conversational(pairs: list[PairRecord]):
     } for p in pairs])
 
 
-def start_model(cfg, run_dir: str, t: int) -> ModelRef:
-    name = "M1" if cfg.dpo.init == "anchor" else f"M{t}"
-    return ModelRef(os.path.join(run_dir, "models", name))
+def start_model(cfg, rd, t: int) -> ModelRef:
+    return ModelRef(rd.model(1 if cfg.dpo.init == "anchor" else t))
 
 
 def train(cfg, model, tok, pairs: list[PairRecord], ckpt: str):
@@ -51,32 +52,28 @@ def train(cfg, model, tok, pairs: list[PairRecord], ckpt: str):
     )
     with cpu_log_probs():
         trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
-                             processing_class=tok, peft_config=lora_config(cfg.dpo))
+                             processing_class=tok, peft_config=lora_config(cfg.dpo), callbacks=[TrainerFaults()])
+        progress.quiet_trainer(trainer)
         trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
     return trainer
 
 
-def run(cfg, run_dir: str, t: int) -> dict:
-    it = os.path.join(run_dir, f"iter_{t}")
-    model_dir = os.path.join(run_dir, "models", f"M{t + 1}")
-    if not is_done(model_dir):
-        pairs = read_jsonl(os.path.join(it, "pairs.jsonl"), PairRecord)
-        start = start_model(cfg, run_dir, t)
-        model, tok = load_for_training(cfg, start)
-        if not pairs:
-            # Nothing to learn from: M_{t+1} is the start model, and metrics say so loudly.
-            print(f"WARNING: iteration {t} produced no preference pairs; M{t + 1} = {os.path.basename(start.path)}")
-            if is_main():
-                save_model(model, tok, model_dir)
-                mark_done(model_dir, {"dpo/pairs": 0, "dpo/skipped_no_pairs": 1})
-            barrier()
-        else:
-            ckpt = os.path.join(run_dir, "checkpoints", f"dpo_{t}")
-            trainer = train(cfg, model, tok, pairs, ckpt)
-            log = finish(trainer, tok, model_dir, ckpt)
-            if is_main():
-                write_json(os.path.join(it, "dpo_log.json"), log)
-                mark_done(model_dir, {"dpo/pairs": len(pairs), "dpo/start": os.path.basename(start.path)}
-                          | log_summary(log, "dpo"))
-            barrier()
-    return read_json(model_dir + ".done", {})
+def run(cfg, rd, t: int) -> dict:
+    model_dir = rd.model(t + 1)
+    pairs = read_jsonl(rd.pairs(t), PairRecord)
+    start = start_model(cfg, rd, t)
+    model, tok = load_for_training(cfg, start)
+    if not pairs:
+        # Nothing to learn from: M_{t+1} is the start model, and metrics say so loudly.
+        print(f"WARNING: iteration {t} produced no preference pairs; M{t + 1} = {os.path.basename(start.path)}")
+        if is_main():
+            save_model(model, tok, model_dir)
+        barrier()
+        return {"dpo/pairs": 0, "dpo/skipped_no_pairs": 1}
+    ckpt = rd.stage_checkpoint("dpo", t)
+    trainer = train(cfg, model, tok, pairs, ckpt)
+    log = finish(trainer, tok, model_dir, ckpt)
+    if is_main():
+        write_json(rd.dpo_log(t), log)
+    barrier()
+    return {"dpo/pairs": len(pairs), "dpo/start": os.path.basename(start.path)} | log_summary(log, "dpo")

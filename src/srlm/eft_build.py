@@ -155,7 +155,14 @@ def build(groups: list[RankedGroup], judge_backend, template: str, k: int, judge
         for g in chunk:
             per_reply = []
             for _ in g.replies:
-                per_reply.append([{"text": text, "judge_score": score, "error": err} for text, score, err in next(rows)])
+                row = []
+                for text, score, err in next(rows):
+                    if score is not None and err:
+                        # judge.scoring=expected: a judgment without a score line states the
+                        # judge's expected score, rounded, so that it can teach the format.
+                        text = rubric.forced_prefix(text) + str(int(round(score)))
+                    row.append({"text": text, "judge_score": score, "error": err})
+                per_reply.append(row)
             recs.append({"group_id": g.id, "judgments": per_reply})
         return recs
 
@@ -208,3 +215,23 @@ def build(groups: list[RankedGroup], judge_backend, template: str, k: int, judge
     mark_done(out_path, stats)
     return stats
 
+
+
+def eval_prompts(cfg) -> list[str]:
+    """Every prompt evaluation uses: the eval prompt set and every human-preference file."""
+    prompts = [p["prompt"] for p in data.load_prompts(cfg.eval.prompts)]
+    for source in cfg.eval.human_prefs:
+        if source == "embedded:human_prefs":
+            source = data.source_files(source)[0]
+        pairs, _ = data.load_human_pairs(source)
+        prompts += [p.prompt for p in pairs]
+    return prompts
+
+
+def run_stage(cfg, rd, backend) -> dict:
+    """The eft_build stage of the pipeline (stages.py): sources and judge from cfg.eft_build."""
+    groups, load_stats = load_groups(cfg.eft_build.sources, cfg.eft_build.first_turn_only)
+    stats = build(groups, backend, rubric.load_template(cfg.judge.template), cfg.eft_build.k, cfg.judge, cfg.seed,
+                  eval_prompts(cfg), rd.eft_built, cfg.eft_build.near_duplicate_threshold, cfg.eft_build.max_chars,
+                  cfg.eft_build.chunk_size)
+    return dict(load_stats) | stats

@@ -546,6 +546,24 @@ def compare_pointwise(cfg, run_dir: str, x: str, y: str, label: str, judge_backe
     return {**res, "judge": cfg.eval.judge, "judge_model": label}
 
 
+def ifeval_model(cfg, run_dir: str, name: str, backend) -> dict:
+    """IFEval (srlm/ifeval.py): greedy answers to its verifiable-instruction prompts, checked by
+    lm-eval's checkers; cached in eval/ifeval_<model>.jsonl."""
+    from srlm import ifeval
+
+    out = os.path.join(run_dir, "eval", f"ifeval_{name}.jsonl")
+    info = {"size": cfg.eval.ifeval_size, "max_new_tokens": cfg.eval.ifeval_max_new_tokens, "seed": cfg.seed}
+    if not _cached(out, info):
+        prompts = ifeval.load_prompts(cfg.eval.ifeval_size, cfg.seed)
+        print(f"eval {name}: IFEval, {len(prompts)} prompts (greedy, up to {cfg.eval.ifeval_max_new_tokens} tokens)",
+              flush=True)
+        rows = ifeval.score(ifeval.answer(backend, prompts, cfg.eval.ifeval_max_new_tokens,
+                                          derive_seed(cfg.seed, "ifeval")))
+        write_jsonl(out, rows)
+        mark_done(out, info)
+    return ifeval.summarize(read_jsonl(out), seed=cfg.seed)
+
+
 def _cut_verdict(text: str) -> str:
     m = WINNER_COMPLETE.search(text)
     return text[: m.end()] if m else text
@@ -562,7 +580,8 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
         raise InputError(f"eval.h2h_judge={h2h_judges}: each must be one of {list(H2H_JUDGES)}")
     self_judge = cfg.eval.judge == "self"
     out: dict = read_json(os.path.join(run_dir, "metrics.json"), {}).get("eval", {})
-    for key in ("judge_agreement", "length", "win_rate", "win_rate_pointwise", "baselines", "pairwise_agreement"):
+    for key in ("judge_agreement", "length", "win_rate", "win_rate_pointwise", "baselines", "pairwise_agreement",
+                "ifeval"):
         out.setdefault(key, {})
     sources = [load_human_source(s, cfg.eval.max_human_pairs) for s in _human_sources(cfg)]
     for src in sources:  # no model needed
@@ -571,6 +590,8 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
         backend = make_backend(cfg, model_ref(cfg, run_dir, name))
         try:
             res = eval_model(cfg, run_dir, name, backend, sources)
+            if getattr(cfg.eval, "ifeval", False):
+                out["ifeval"][name] = ifeval_model(cfg, run_dir, name, backend)
             if want_pairwise_human and self_judge:
                 for src in sources:
                     out["pairwise_agreement"].setdefault(src.name, {})[name] = pairwise_agreement(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -98,9 +97,8 @@ def judge_texts(backend: Backend, template: str, items: list[tuple[str, str]], k
                                                                              seed)]
 
 
-def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
-    it = os.path.join(run_dir, f"iter_{t}")
-    cands = read_jsonl(os.path.join(it, "candidates.jsonl"), CandidateRecord)
+def run(cfg, rd, t: int, backend: Backend | None) -> dict:
+    cands = read_jsonl(rd.candidates(t), CandidateRecord)
     template = rubric.load_template(cfg.judge.template)
 
     def work(chunk: list[CandidateRecord], seed: int) -> list[dict]:
@@ -114,8 +112,7 @@ def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
                     score_forced=jd.forced, finish_reason=jd.finish_reason)))
         return recs
 
-    out = os.path.join(it, "judgments.jsonl")
-    recs = run_chunks(out, cands, cfg.judge.chunk_size, work, (cfg.seed, t, "judge"), f"M{t} judging")
+    recs = run_chunks(rd.judgments(t), cands, cfg.judge.chunk_size, work, (cfg.seed, t, "judge"), f"M{t} judging")
     return summarize(recs)
 
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
-from srlm.records import (CandidateRecord, JudgmentRecord, PairRecord, is_done, mark_done, marker, read_json,
-                          read_jsonl, write_jsonl)
+from srlm.parallel import is_main
+from srlm.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl, write_jsonl
 
 
 def candidate_scores(judgments: list[JudgmentRecord], min_valid: int) -> dict[str, float]:
@@ -57,19 +56,14 @@ def build_pairs(cands: list[CandidateRecord], scores: dict[str, float], min_marg
     return pairs, stats
 
 
-def run(cfg, run_dir: str, t: int, backend=None) -> dict:
-    it = os.path.join(run_dir, f"iter_{t}")
-    out = os.path.join(it, "pairs.jsonl")
-    if not is_done(out):
-        cands = read_jsonl(os.path.join(it, "candidates.jsonl"), CandidateRecord)
-        judgments = read_jsonl(os.path.join(it, "judgments.jsonl"), JudgmentRecord)
-        scores = candidate_scores(judgments, cfg.pairs.min_valid_judgments)
-        pairs, stats = build_pairs(cands, scores, cfg.pairs.min_margin)
-        stats["scored_candidates"] = len(scores)
-        write_jsonl(out, pairs)
-        mark_done(out, stats)
-    stats = read_json(marker(out), {})
-    pairs = read_jsonl(out, PairRecord)
+def run(cfg, rd, t: int) -> dict:
+    cands = read_jsonl(rd.candidates(t), CandidateRecord)
+    judgments = read_jsonl(rd.judgments(t), JudgmentRecord)
+    scores = candidate_scores(judgments, cfg.pairs.min_valid_judgments)
+    pairs, stats = build_pairs(cands, scores, cfg.pairs.min_margin)
+    stats["scored_candidates"] = len(scores)
+    if is_main():
+        write_jsonl(rd.pairs(t), pairs)
     return {f"pairs/{k}": v for k, v in stats.items()} | {
         "pairs/mean_chosen_length": statistics.fmean(p.chosen_length for p in pairs) if pairs else None,
         "pairs/mean_rejected_length": statistics.fmean(p.rejected_length for p in pairs) if pairs else None,

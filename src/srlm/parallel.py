@@ -14,8 +14,7 @@ import hashlib
 import os
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
-
+from srlm import progress
 from srlm.records import append_jsonl, is_done, mark_done, read_jsonl, read_partial, write_jsonl
 
 
@@ -25,9 +24,15 @@ def world() -> tuple[int, int]:
 
 def barrier() -> None:
     if world()[1] > 1:
-        from accelerate import PartialState
+        import torch
+        import torch.distributed as dist
 
-        PartialState().wait_for_everyone()
+        if not dist.is_initialized():
+            from accelerate import PartialState
+
+            # On a CPU-only machine PartialState() alone is DistributedType.NO and would not wait.
+            PartialState(cpu=not torch.cuda.is_available())
+        dist.barrier()
 
 
 def is_main() -> bool:
@@ -50,8 +55,8 @@ def run_chunks(out_path: str, items: Sequence[Any], chunk_size: int,
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
     done = _finished_chunks(out_path)
     mine = [i for i in range(len(chunks)) if i % size == rank and i not in done]
-    bar = tqdm(total=len(chunks), initial=len(chunks) - len(mine) if size == 1 else 0, desc=desc,
-               disable=rank != 0, unit="chunk", dynamic_ncols=True)
+    bar = progress.bar(len(chunks), "chunk", desc, disable=rank != 0)
+    bar.update(len(chunks) - len(mine) if size == 1 else 0)
     for i in mine:
         records = fn(chunks[i], derive_seed(*seed_parts, i))
         append_jsonl(f"{out_path}.partial.{rank}", [{"chunk": i, "records": records}])

@@ -1,49 +1,66 @@
-"""The orchestrator: sequences the stages, nothing more.
+"""The orchestrator: runs the table of stages (stages.py), nothing more.
 
-    M0 --sft--> M1
-    for t in 1..T:  prompts -> sample -> judge -> pairs -> dpo  => M_{t+1}   (then eval)
-
-Every stage reads and writes files under the run directory and leaves a `.done` marker, so
-rerunning the same command after a crash skips finished stages and resumes the unfinished one.
+For each (stage, iteration) it decides, from the stage's marker, whether the output is fresh:
+the marker must exist and record the same input digests and the same config values (with the
+overrides the stage ran with). A fresh output is skipped; a stale one is removed and rebuilt,
+which in turn changes the digests its downstream stages recorded, so they rebuild too. A stage
+that was killed half-way resumes from its finished chunks, unless its inputs changed since.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import sys
 import time
 
 import yaml
 
-from srlm import dpo, judge, pairs, prompts, sample, sft
+from srlm import progress
 from srlm.backends import make_backend
-from srlm.config import Config, ConfigError, save_config, to_dict
-from srlm.modeling import ModelRef, resolve
+from srlm.checks import check_inputs
+from srlm.config import Config, ConfigError, get, save_config, to_dict, with_overrides
+from srlm.modeling import ModelRef
 from srlm.parallel import barrier, is_main
-from srlm.records import is_done, read_json, update_metrics
-
-GENERATION_STAGES = {"prompts": prompts, "sample": sample, "judge": judge}
-STAGE_FILES = {"prompts": "prompts.jsonl", "sample": "candidates.jsonl", "judge": "judgments.jsonl",
-               "pairs": "pairs.jsonl"}
+from srlm.records import read_json, update_metrics, write_json
+from srlm.rundir import RunDir, config_digest
+from srlm.stages import BY_NAME, STAGES, Stage, downstream, schedule
 
 
-def prepare(cfg: Config, allow_config_change: bool = False) -> str:
-    """Create the run directory and save the resolved config; refuse to resume a run whose
-    saved config differs, since its finished stages were made with other settings."""
-    run_dir = cfg.output_dir
-    path = os.path.join(run_dir, "config.yaml")
-    if os.path.exists(path) and not allow_config_change:
-        with open(path) as f:
+def prepare(cfg: Config, allow_config_change: bool = False, save: bool = True) -> RunDir:
+    """The run directory with its config saved; refuse to resume a run whose saved config
+    differs, since its finished stages were made with other settings."""
+    rd = RunDir(cfg.output_dir)
+    if os.path.exists(rd.config) and not allow_config_change:
+        with open(rd.config, encoding="utf-8") as f:
             saved = yaml.safe_load(f) or {}
-        diff = _diff(saved, to_dict(cfg))
+        # output_dir is where the run lives, not how it was made: a moved run resumes.
+        diff = [d for d in _diff(saved, to_dict(cfg)) if not d.startswith("output_dir:")]
         if diff:
-            raise ConfigError(f"{path}: this run directory was started with a different config "
+            raise ConfigError(f"{rd.config}: this run directory was started with a different config "
                               f"({', '.join(diff[:6])}); use another --output-dir, or pass "
-                              "--allow-config-change to resume with the new settings")
+                              "--allow-config-change to resume with the new settings (stages whose "
+                              "settings changed then run again)")
     if is_main():
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(cfg, path)
+        _check_writable(rd.root)
+        if save:
+            save_config(cfg, rd.config)
     barrier()
-    return run_dir
+    return rd
+
+
+def _check_writable(root: str) -> None:
+    """Refuse before any compute if the run directory cannot be written."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        probe = os.path.join(root, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"{root}: run directory is not writable ({e.strerror or e})") from None
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -57,69 +74,201 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def model_ref(run_dir: str, t: int) -> ModelRef:
-    return ModelRef(os.path.join(run_dir, "models", f"M{t}"))
+def stage_config(stage: Stage, cfg: Config) -> str:
+    return config_digest({k: _plain(get(cfg, k)) for k in stage.keys})
 
 
-def record(run_dir: str, group: str, values: dict) -> None:
-    if is_main():
-        update_metrics(run_dir, group, values)
+def _plain(v):
+    return v.model_dump(mode="json") if hasattr(v, "model_dump") else v
 
 
-def run_sft(cfg: Config, run_dir: str) -> dict:
-    m0 = resolve(cfg.model.name_or_path, cfg.model.gguf_file)
-    values = sft.run(cfg, run_dir, m0)
-    record(run_dir, "sft", values)
-    return values
+class Backends:
+    """Generation engines kept open across the stages that share a model (prompts, sample and
+    judge of one iteration load M_t once)."""
 
+    def __init__(self, cfg: Config):
+        self.cfg, self.open = cfg, {}
 
-def run_generation_stage(cfg: Config, run_dir: str, t: int, name: str, backend=None) -> dict:
-    """One of prompts/sample/judge for iteration t, loading M_t unless a backend is given."""
-    own = backend is None
-    if own:
-        ref = resolve(cfg.prompts.model) if name == "prompts" and cfg.prompts.model else model_ref(run_dir, t)
-        backend = make_backend(cfg, ref)
-    try:
-        values = GENERATION_STAGES[name].run(cfg, run_dir, t, backend)
-    finally:
-        if own:
-            backend.close()
-    record(run_dir, f"iter_{t}", values)
-    return values
+    def get(self, ref):
+        key = str(ref)
+        if key not in self.open:
+            self.close()
+            if isinstance(ref, str) and ref.startswith("openai:"):
+                from srlm.backends.openai import OpenAIBackend
 
-
-def run_iteration(cfg: Config, run_dir: str, t: int) -> None:
-    it = os.path.join(run_dir, f"iter_{t}")
-    started = time.time()
-    todo = [n for n in GENERATION_STAGES if not is_done(os.path.join(it, STAGE_FILES[n]))]
-    backend = None
-    if todo:
-        backend = make_backend(cfg, model_ref(run_dir, t))
-    try:
-        for name in GENERATION_STAGES:
-            if name in todo and name == "prompts" and cfg.prompts.model:
-                run_generation_stage(cfg, run_dir, t, name)  # loads its own fixed prompt model
+                model, _, base = ref[len("openai:"):].partition("@")
+                self.open[key] = OpenAIBackend(base, model, api_key_env=self.cfg.backend.api_key_env,
+                                               concurrency=self.cfg.backend.concurrency, timeout=self.cfg.backend.timeout)
             else:
-                # A finished stage only reads its files, so it needs no backend.
-                record(run_dir, f"iter_{t}", GENERATION_STAGES[name].run(cfg, run_dir, t, backend))
-    finally:
-        if backend is not None:
-            backend.close()
-    record(run_dir, f"iter_{t}", pairs.run(cfg, run_dir, t))
-    record(run_dir, f"iter_{t}", dpo.run(cfg, run_dir, t))
-    record(run_dir, f"iter_{t}", {"iteration/wall_s": round(time.time() - started, 1)})
+                self.open[key] = make_backend(self.cfg, ref if isinstance(ref, ModelRef) else ModelRef(ref))
+        return self.open[key]
+
+    def close(self) -> None:
+        for b in self.open.values():
+            b.close()
+        self.open = {}
 
 
-def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True) -> dict:
-    run_dir = prepare(cfg, allow_config_change)
-    run_sft(cfg, run_dir)
+def metrics_group(stage: Stage, t: int) -> str:
+    return f"iter_{t}" if stage.per_iteration else stage.name
+
+
+def freshness(stage: Stage, cfg: Config, rd: RunDir, t: int) -> tuple[bool, str]:
+    """(fresh, why not) for the stage's output."""
+    out = stage.output(rd, t)
+    marker = rd.read_marker(out)
+    if marker is None or not os.path.exists(out):
+        return False, "not built"
+    if "inputs" not in marker:
+        return False, "built before provenance was recorded"
+    inputs = rd.input_digests(stage.inputs(cfg, rd, t))
+    if marker["inputs"] != inputs:
+        changed = sorted(set(inputs) ^ set(marker["inputs"]) | {p for p in inputs if marker["inputs"].get(p) != inputs[p]})
+        return False, f"inputs changed ({', '.join(changed[:3])})"
+    expected = with_overrides(cfg, marker.get("overrides") or [])
+    if marker.get("config") != stage_config(stage, expected):
+        return False, "config changed"
+    return True, ""
+
+
+def run_stage(stage: Stage, cfg: Config, rd: RunDir, t: int, backends: Backends | None = None,
+              overrides: list[str] | None = None, force: bool = False) -> tuple[dict, bool]:
+    """Run one (stage, t) unless its output is fresh. Returns (stats, whether it ran)."""
+    out = stage.output(rd, t)
+    fresh, why = freshness(stage, cfg, rd, t)
+    if fresh and not force:
+        return rd.read_marker(out)["stats"], False
+    paths = stage.inputs(cfg, rd, t)
+    for p in paths:
+        if os.path.abspath(p).startswith(os.path.abspath(rd.root) + os.sep) and not rd.is_done(p):
+            raise ConfigError(f"{stage.name} (iteration {t}): its input {os.path.relpath(p, rd.root)} is not built; "
+                              "run the earlier stages first")
+    inputs = rd.input_digests(paths)
+    cdig = stage_config(stage, cfg)
+    if is_main():
+        if rd.read_marker(out) is not None:
+            if not force:
+                print(f"srlm: {stage.name}{f' (iteration {t})' if t else ''}: {why}; building it again",
+                      file=sys.stderr)
+            rd.remove(out)
+        # Chunks and checkpoints of a killed run are reused only if they came from the same inputs.
+        started = {"inputs": inputs, "config": cdig}
+        if read_json(out + ".started", None) != started:
+            rd.remove(out)
+            shutil.rmtree(rd.stage_checkpoint(stage.name, t), ignore_errors=True)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            write_json(out + ".started", started)
+    barrier()
+    backend = None
+    if stage.model is not None:
+        backends = backends or Backends(cfg)
+        with progress.stage(rd.log("load"), f"loading {stage.name}'s model"):
+            backend = backends.get(stage.model(cfg, rd, t))
+    started_at = time.time()
+    label = f"{stage.name}" + (f" · iteration {t}" if t else "")
+    with progress.stage(rd.log(stage.name if not t else f"{stage.name}_{t}"), label):
+        stats = stage.run(cfg, rd, t, backend)
+    stats = dict(stats) | {f"{stage.name}/wall_s": round(time.time() - started_at, 1)}
+    if is_main():
+        # Metrics first: a kill between the two leaves an unfinished stage, never a finished one
+        # whose numbers are missing.
+        update_metrics(rd.root, metrics_group(stage, t), stats)
+        rd.write_marker(out, stats, inputs, cdig, overrides)
+        rd.clear_partials(out)
+    barrier()
+    return stats, True
+
+
+def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, verbose: bool = False) -> dict:
+    counts = check_inputs(cfg)  # every input the config names, before any model loads
+    rd = prepare(cfg, allow_config_change)
+    if is_main():
+        update_metrics(rd.root, "checks", counts)
     do_eval = evaluate and cfg.eval.enabled
-    if do_eval:
-        from srlm import evaluate as ev
+    backends = Backends(cfg)
+    names = [s.name for s, _ in schedule(cfg)]
+    progress.start_run(names + (["eval"] * (1 + cfg.iterations) if do_eval else []), verbose)
+    try:
+        current, ran_any, t_started = None, False, time.time()
+        for stage, t in schedule(cfg):
+            if t != current:
+                _finish_iteration(rd, current, ran_any, t_started)
+                current, ran_any, t_started = t, False, time.time()
+            if stage.model is None:
+                backends.close()  # free generation memory before training
+            _, ran = run_stage(stage, cfg, rd, t, backends)
+            progress.finish_stage(stage.name)
+            ran_any |= ran
+            if stage.name == "dpo" or stage.name == "sft":
+                backends.close()
+                if do_eval:
+                    from srlm import evaluate as ev
 
-        ev.evaluate_models(cfg, run_dir, ["M0", "M1"])
-    for t in range(1, cfg.iterations + 1):
-        run_iteration(cfg, run_dir, t)
-        if do_eval:
-            ev.evaluate_models(cfg, run_dir, [f"M{t + 1}"])
-    return read_json(os.path.join(run_dir, "metrics.json"), {})
+                    with progress.stage(rd.log("eval"), "eval" + (f" · M{t + 1}" if t else " · M0, M1")):
+                        ev.evaluate_models(cfg, rd.root, ["M0", "M1"] if stage.name == "sft" else [f"M{t + 1}"])
+                    progress.finish_stage("eval")
+        _finish_iteration(rd, current, ran_any, t_started)
+    finally:
+        backends.close()
+    return read_json(rd.metrics, {})
+
+
+def _finish_iteration(rd: RunDir, t: int | None, ran_any: bool, started: float) -> None:
+    if t and ran_any and is_main():
+        update_metrics(rd.root, f"iter_{t}", {"iteration/wall_s": round(time.time() - started, 1)})
+
+
+def invalidate(cfg: Config, rd: RunDir, stage: Stage, t: int, echo=print) -> list[str]:
+    """Remove the output of (stage, t) and everything downstream of it, listing each first."""
+    targets = [(stage, t)] + downstream(cfg, stage, t)
+    removed = [o for s, ti in targets for o in [s.output(rd, ti)]
+               if os.path.exists(o) or os.path.exists(rd.marker_path(o)) or os.path.exists(o + ".started")]
+    first_model = t + 1 if stage.per_iteration else 1
+    eval_files = _eval_files_for(rd, first_model)
+    if removed or eval_files:
+        echo("removing (stale once this stage is redone):")
+        for p in removed + eval_files:
+            echo(f"  {os.path.relpath(p, rd.root)}")
+    for p in removed:
+        rd.remove(p)
+    for p in eval_files:
+        shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+    metrics = read_json(rd.metrics, None)
+    if isinstance(metrics, dict):
+        for s, ti in targets:
+            metrics.pop(metrics_group(s, ti), None) if s.per_iteration or s.name != "eft_build" else None
+        _drop_models(metrics.get("eval"), first_model)
+        write_json(rd.metrics, metrics)
+    return removed + eval_files
+
+
+def _model_pattern(first: int) -> re.Pattern:
+    return re.compile(r"(?:^|[_./-])M(\d+)(?:[_./-]|$)")
+
+
+def _eval_files_for(rd: RunDir, first: int) -> list[str]:
+    """Evaluation caches that mention a model M_k with k >= first."""
+    out = []
+    pat = _model_pattern(first)
+    for base, dirs, files in os.walk(rd.eval_dir) if os.path.isdir(rd.eval_dir) else []:
+        for name in dirs + files:
+            if any(int(m) >= first for m in pat.findall(name)):
+                out.append(os.path.join(base, name))
+    return sorted(set(out))
+
+
+def _drop_models(node, first: int) -> None:
+    if not isinstance(node, dict):
+        return
+    for key in list(node):
+        if any(int(m) >= first for m in re.findall(r"(?:^|_)M(\d+)(?:_|$)", key)):
+            del node[key]
+        else:
+            _drop_models(node[key], first)
+
+
+def stage_by_name(name: str) -> Stage:
+    return BY_NAME[name]
+
+
+__all__ = ["STAGES", "prepare", "run", "run_stage", "invalidate", "freshness", "Backends", "json"]

@@ -10,7 +10,6 @@ Output: DIR/iter_<t>/prompts.jsonl of PromptRecord.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections import Counter
@@ -20,8 +19,7 @@ from rouge_score import rouge_scorer, tokenizers
 from srlm import data
 from srlm.backends import Backend, SamplingParams
 from srlm.parallel import barrier, derive_seed, is_main
-from srlm.records import (InputError, PromptRecord, append_jsonl, is_done, mark_done, marker, read_json, read_jsonl,
-                          read_partial, write_jsonl)
+from srlm.records import InputError, PromptRecord, append_jsonl, read_jsonl, read_partial, write_jsonl
 
 INSTRUCTION = (
     "Here are some requests that users have sent to an AI assistant:\n\n{examples}\n\n"
@@ -130,17 +128,13 @@ def seed_prompts(cfg) -> list[str]:
     return [ex.prompt for ex in data.load_ift(cfg.data.ift)]
 
 
-def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
-    out = os.path.join(run_dir, f"iter_{t}", "prompts.jsonl")
-    if not is_done(out):
-        if is_main():
-            if cfg.prompts.source == "file":
-                _from_file(cfg, out, t)
-            else:
-                _self_instruct(cfg, out, t, backend)
-        barrier()
+def run(cfg, rd, t: int, backend: Backend | None) -> dict:
+    out = rd.prompts(t)
+    stats: dict = {}
+    if is_main():
+        stats = _from_file(cfg, out, t) if cfg.prompts.source == "file" else _self_instruct(cfg, out, t, backend)
+    barrier()
     recs = read_jsonl(out, PromptRecord)
-    stats = read_json(marker(out), {})
     return {f"prompts/{k}": v for k, v in stats.items()} | {"prompts/kept": len(recs)}
 
 
@@ -150,7 +144,7 @@ def _from_file(cfg, out: str, t: int) -> None:
     if cfg.prompts.num_prompts:
         recs = recs[: cfg.prompts.num_prompts]
     write_jsonl(out, recs)
-    mark_done(out, {"generated": len(rows)})
+    return {"generated": len(rows)}
 
 
 def _self_instruct(cfg, out: str, t: int, backend: Backend | None) -> None:
@@ -212,11 +206,9 @@ def _self_instruct(cfg, out: str, t: int, backend: Backend | None) -> None:
         kept += round_kept
         stats.update(round_stats)
     recs = [PromptRecord(f"t{t}-p{i:05d}", p, "self_instruct", t) for i, p in enumerate(kept)]
-    write_jsonl(out, recs)
     stats["rounds"] = rounds_run
-    mark_done(out, dict(stats))
-    if os.path.exists(partial):
-        os.remove(partial)
     if not recs:
         raise RuntimeError(f"{out}: self-instruct kept no prompts in {cfg.prompts.max_rounds} rounds "
                            f"(drops: {dict(stats)}); raise prompts.max_rounds or use prompts.source=file")
+    write_jsonl(out, recs)
+    return dict(stats)

@@ -101,9 +101,19 @@ def append_jsonl(path: str, records: Iterable[Any]) -> None:
     """Append whole records then fsync: a crash leaves at most one torn last line, which
     read_partial drops."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(_as_dict(r), ensure_ascii=False) + "\n")
+    data = "".join(json.dumps(_as_dict(r), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    with open(path, "a+b") as f:
+        # A kill mid-append leaves a torn last line: cut it before appending, or the next record
+        # would be glued to it.
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(max(0, size - 1))
+            if f.read(1) != b"\n":
+                f.seek(0)
+                keep = f.read().rfind(b"\n") + 1
+                f.truncate(keep)
+                f.seek(keep)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     faults.point("append_jsonl", path)

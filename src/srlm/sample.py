@@ -9,7 +9,6 @@ Output: DIR/iter_<t>/candidates.jsonl of CandidateRecord.
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 
 from srlm.backends import Backend, SamplingParams, generate_within_context
@@ -17,9 +16,8 @@ from srlm.parallel import run_chunks
 from srlm.records import CandidateRecord, PromptRecord, read_jsonl
 
 
-def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
-    it = os.path.join(run_dir, f"iter_{t}")
-    prompts = read_jsonl(os.path.join(it, "prompts.jsonl"), PromptRecord)
+def run(cfg, rd, t: int, backend: Backend | None) -> dict:
+    prompts = read_jsonl(rd.prompts(t), PromptRecord)
     params = SamplingParams(n=cfg.sample.n, temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
                             max_new_tokens=cfg.sample.max_new_tokens)
 
@@ -33,8 +31,7 @@ def run(cfg, run_dir: str, t: int, backend: Backend | None) -> dict:
                     num_tokens=c.num_tokens, finish_reason=c.finish_reason)))
         return recs
 
-    out = os.path.join(it, "candidates.jsonl")
-    recs = run_chunks(out, prompts, cfg.sample.chunk_size, work, (cfg.seed, t, "sample"), f"M{t} sampling")
+    recs = run_chunks(rd.candidates(t), prompts, cfg.sample.chunk_size, work, (cfg.seed, t, "sample"), f"M{t} sampling")
     lengths = [len(r["response"]) for r in recs]
     sampled = {r["prompt_id"] for r in recs}
     return {

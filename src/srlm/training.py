@@ -4,6 +4,7 @@ srlm._compat) the CPU log-prob path `cpu_log_probs`."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import torch
@@ -69,9 +70,14 @@ def load_for_training(cfg, ref: ModelRef):
 def last_checkpoint(out_dir: str) -> str | None:
     if not os.path.isdir(out_dir):
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(out_dir)
+    # The newest checkpoint the Trainer finished writing: trainer_state.json is its last file, so a
+    # kill during a save leaves a newer, incomplete checkpoint-N that must not be resumed from.
+    done = []
+    for name in os.listdir(out_dir):
+        m = re.fullmatch(r"checkpoint-(\d+)", name)
+        if m and os.path.exists(os.path.join(out_dir, name, "trainer_state.json")):
+            done.append((int(m.group(1)), os.path.join(out_dir, name)))
+    return max(done)[1] if done else None
 
 
 def finish(trainer, tokenizer, model_dir: str, ckpt_dir: str) -> list[dict]:

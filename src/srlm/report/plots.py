@@ -575,3 +575,31 @@ def plot_compare_wall_time(runs: Labeled) -> Plot:
     ax.legend(loc="upper left", ncol=min(3, len(runs)))
     p.png = _png(fig)
     return p
+
+
+def plot_ifeval(run: Run) -> Plot:
+    p = Plot("ifeval", "IFEval accuracy per model",
+             "Prompt- and instruction-level accuracy (strict) on IFEval's verifiable instructions, with 95% "
+             "bootstrap intervals: a judge-free measure of whether the loop helps.")
+    res = {m: v for m, v in (run.eval.get("ifeval") or {}).items()
+           if isinstance(v, dict) and num(v.get("ifeval/prompt_strict")) is not None}
+    if not res:
+        p.note = "No IFEval results (eval.ifeval off, eval disabled, or not run yet)."
+        return p
+    models = sorted(res, key=model_key)
+    fig, ax = _figure()
+    for key, label, marker in (("ifeval/prompt_strict", "prompt level", "o"), ("ifeval/inst_strict",
+                                                                              "instruction level", "s")):
+        vals = [num(res[m].get(key)) for m in models]
+        lo = [v - (res[m].get(key + "_ci95") or [v, v])[0] for m, v in zip(models, vals)]
+        hi = [(res[m].get(key + "_ci95") or [v, v])[1] - v for m, v in zip(models, vals)]
+        ax.errorbar(range(len(models)), vals, yerr=[lo, hi], marker=marker, capsize=3, label=label)
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylabel("accuracy (strict)")
+    ax.set_xlabel("model")
+    ax.legend(fontsize=8)
+    p.png = _png(fig)
+    return p
+
+
+PLOTS.append(plot_ifeval)

@@ -14,7 +14,8 @@ from .examples import PAIR_EXAMPLES_PER_ITERATION, Example, answer_examples, pai
 from .formatting import ci, comparison_label, comparison_order, fmt, model_key, num, pct
 from .load import WIN_RATE_AT_EQUAL_LENGTH, Run
 from .plots import PLOTS, Plot, draw
-from .tables import Table, agreement_tables, iteration_table, length_table, models_table, sft_table, win_rate_table
+from .tables import (Table, agreement_tables, ifeval_table, iteration_table, judge_vs_baselines_table, length_table,
+                     models_table, pointwise_win_rate_table, sft_table, win_rate_table)
 
 
 @dataclass
@@ -103,7 +104,8 @@ def evaluation_section(run: Run) -> Section:
     intro = "" if run.eval else ("No evaluation results: eval was disabled (`eval.enabled=false` or `--no-eval`) "
                                  "or has not run. Run `srlm eval DIR` to add them.")
     return Section("evaluation", "Evaluation", intro=intro,
-                   tables=[*agreement_tables(run), length_table(run), win_rate_table(run)])
+                   tables=[judge_vs_baselines_table(run), *agreement_tables(run), length_table(run),
+                           win_rate_table(run), pointwise_win_rate_table(run), ifeval_table(run)])
 
 
 def plots_section(run: Run) -> Section:

@@ -152,3 +152,65 @@ def win_rate_table(run: Run) -> Table:
                       "reads a logistic fit of the outcome on the relative length difference at zero difference; "
                       '"first position picked" is how often the judge chose whichever answer was shown first '
                       "(0.5 = no position bias).")
+
+
+def judge_vs_baselines_table(run: Run) -> Table:
+    """Every judge figure beside what it must beat: per human set, each model's agreement
+    (unparsed counted wrong), the length heuristic, and the pairwise judge's swap consistency."""
+    rows = []
+    agreement = run.eval.get("judge_agreement") or {}
+    pairwise = run.eval.get("pairwise_agreement") or {}
+    for source in sorted(set(agreement) | set(run.eval.get("baselines") or {})):
+        length = run.judge_baselines(source).get("length", {})
+        per_model = agreement.get(source) if isinstance(agreement.get(source), dict) else {}
+        pw = pairwise.get(source) if isinstance(pairwise.get(source), dict) else {}
+        for m in sorted(set(per_model) | set(pw), key=model_key):
+            a = per_model.get(m) if isinstance(per_model.get(m), dict) else {}
+            p = pw.get(m) if isinstance(pw.get(m), dict) else {}
+            rows.append([source, m, pct(a.get("accuracy")), pct(length.get("accuracy")),
+                         pct(a.get("parse_failure_rate")), pct(p.get("accuracy")), pct(p.get("consistency")),
+                         pct(p.get("first_position_rate"))])
+        if not per_model and not pw:
+            rows.append([source, "-", "-", pct(length.get("accuracy")), "-", "-", "-", "-"])
+    return Table("Judge vs. baselines", ["human set", "model", "rubric judge accuracy", "length heuristic",
+                                         "parse failures", "pairwise judge accuracy", "swap consistency",
+                                         "first position picked"], rows,
+                 note="Accuracy counts unparsed and tied judgments as wrong. The length heuristic says the longer "
+                      "response wins; a judge that does not beat it carries less signal than length. Swap "
+                      "consistency: the pairwise judge names the same response with A and B swapped.")
+
+
+def pointwise_win_rate_table(run: Run) -> Table:
+    wr = {k: v for k, v in (run.eval.get("win_rate_pointwise") or {}).items() if isinstance(v, dict)}
+    rows = []
+    for k in sorted(wr, key=comparison_order):
+        r = wr[k]
+        rows.append([comparison_label(k), f"{fmt(r.get('wins'))} / {fmt(r.get('ties'))} / {fmt(r.get('losses'))}",
+                     f"{fmt(r.get('compared'))} / {fmt(r.get('prompts'))}", pct(r.get("win_rate")),
+                     ci(r.get("win_rate_ci95")), pct(r.get(WIN_RATE_AT_EQUAL_LENGTH)), fmt(r.get("mean_score_x")),
+                     fmt(r.get("mean_score_y")), fmt(r.get("judge_model"))])
+    return Table("Head-to-head win rates, pointwise judge",
+                 ["comparison", "wins / ties / losses", "compared / prompts", "win rate", "95% CI",
+                  "win rate at equal length (logistic fit)", "mean score X", "mean score Y", "judge"], rows,
+                 note="Both answers scored alone with the rubric judge (no position bias); X wins a prompt when "
+                      "its mean score is higher.")
+
+
+IFEVAL_COLS = [("ifeval/prompt_strict", "prompt strict"), ("ifeval/inst_strict", "instruction strict"),
+               ("ifeval/prompt_loose", "prompt loose"), ("ifeval/inst_loose", "instruction loose"),
+               ("ifeval/score", "score (avg prompt/inst strict)")]
+
+
+def ifeval_table(run: Run) -> Table:
+    res = {m: v for m, v in (run.eval.get("ifeval") or {}).items() if isinstance(v, dict)}
+    rows = []
+    for m in sorted(res, key=model_key):
+        r = res[m]
+        rows.append([m] + [f"{pct(r.get(k))} {ci(r.get(k + '_ci95'))}" for k, _ in IFEVAL_COLS]
+                    + [fmt(r.get("ifeval/prompts")), fmt(r.get("ifeval/mean_response_chars")),
+                       fmt(r.get("ifeval/truncated"))])
+    return Table("IFEval (verifiable instructions, no judge)",
+                 ["model"] + [c for _, c in IFEVAL_COLS] + ["prompts", "mean answer chars", "cut at the cap"], rows,
+                 note="Greedy answers checked by lm-eval's IFEval checkers, with 95% bootstrap intervals over "
+                      "prompts. IFEval punishes verbosity where an instruction limits length: read it with the "
+                      "answer length.")

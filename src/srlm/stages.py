@@ -1,0 +1,177 @@
+"""The table of stages: one row per stage, read by both the pipeline (`srlm run`) and the CLI
+(one subcommand per stage). A stage's row says what it reads, what it writes, which model it
+generates with, and which config values its output depends on; pipeline.py does the rest
+(skipping fresh outputs, rerunning stale ones, markers, metrics).
+
+    eft_build (optional)  ranked human data --M0 judges--> DIR/eft/eft.jsonl
+    sft                   M0 + IFT + EFT                  -> models/M1
+    for t in 1..T:
+      prompts             M_t self-instruct               -> iter_t/prompts.jsonl
+      sample              M_t, N candidates per prompt    -> iter_t/candidates.jsonl
+      judge               M_t, K rubric judgments each    -> iter_t/judgments.jsonl
+      pairs               highest vs lowest               -> iter_t/pairs.jsonl
+      dpo                 DPO on the pairs                -> models/M_{t+1}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from srlm import data
+from srlm.config import Config
+from srlm.modeling import ModelRef, resolve
+from srlm.rundir import RunDir
+
+# Config values that change generated text; server plumbing (timeouts, concurrency, keys) does not.
+GENERATION_KEYS = ("seed", "model.dtype", "backend.name", "backend.batch_size", "backend.base_url",
+                   "backend.served_model")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    per_iteration: bool
+    output: Callable[[RunDir, int], str]
+    inputs: Callable[[Config, RunDir, int], list[str]]
+    keys: tuple[str, ...]  # config values (sections or dotted keys) the output depends on
+    run: Callable  # run(cfg, rd, t, backend) -> stats
+    model: Callable[[Config, RunDir, int], "ModelRef | str | None"] | None = None  # generation model, if any
+    enabled: Callable[[Config], bool] = lambda cfg: True
+
+
+def m0(cfg: Config) -> ModelRef:
+    return resolve(cfg.model.name_or_path, cfg.model.gguf_file)
+
+
+def model_ref(rd: RunDir, t: int) -> ModelRef:
+    return ModelRef(rd.model(t))
+
+
+def _files(sources: list[str]) -> list[str]:
+    return [f for s in sources for f in data.source_files(s)]
+
+
+def _template(cfg: Config) -> list[str]:
+    return data.source_files(cfg.judge.template)
+
+
+def _model_input(ref: ModelRef | str) -> str:
+    return str(ref) if isinstance(ref, ModelRef) else ref
+
+
+def eval_prompt_files(cfg: Config) -> list[str]:
+    return _files([cfg.eval.prompts, *cfg.eval.human_prefs])
+
+
+# -- the stages' run functions (imported lazily: training stages pull in TRL) -------------------
+
+def _run_eft_build(cfg, rd, t, backend):
+    from srlm import eft_build
+
+    return eft_build.run_stage(cfg, rd, backend)
+
+
+def _run_sft(cfg, rd, t, backend):
+    from srlm import sft
+
+    return sft.run(cfg, rd, m0(cfg))
+
+
+def _run_prompts(cfg, rd, t, backend):
+    from srlm import prompts
+
+    return prompts.run(cfg, rd, t, backend)
+
+
+def _run_sample(cfg, rd, t, backend):
+    from srlm import sample
+
+    return sample.run(cfg, rd, t, backend)
+
+
+def _run_judge(cfg, rd, t, backend):
+    from srlm import judge
+
+    return judge.run(cfg, rd, t, backend)
+
+
+def _run_pairs(cfg, rd, t, backend):
+    from srlm import pairs
+
+    return pairs.run(cfg, rd, t)
+
+
+def _run_dpo(cfg, rd, t, backend):
+    from srlm import dpo
+
+    return dpo.run(cfg, rd, t)
+
+
+def _eft_judge(cfg: Config, rd: RunDir, t: int):
+    spec = cfg.eft_build.judge
+    if spec == "M0":
+        return m0(cfg)
+    if spec.startswith("openai:"):
+        return spec
+    return resolve(spec)
+
+
+def _dpo_start(cfg: Config, rd: RunDir, t: int) -> str:
+    return rd.model(1 if cfg.dpo.init == "anchor" else t)
+
+
+STAGES: list[Stage] = [
+    Stage("eft_build", "EFT from ranked human data: a model judges Open Assistant / pairwise replies, the judgments "
+          "that order them as the humans did are kept -> eft/eft.jsonl (runs when eft_build.enabled)",
+          False, lambda rd, t: rd.eft_built,
+          lambda cfg, rd, t: [*_files([_src for _src in cfg.eft_build.sources]), *eval_prompt_files(cfg),
+                              *_template(cfg), _model_input(_eft_judge(cfg, rd, t))],
+          ("eft_build", "judge.template", "judge.temperature", "judge.top_p", "judge.max_new_tokens",
+           "judge.stop_repetition", "eval.prompts", "eval.human_prefs", *GENERATION_KEYS),
+          _run_eft_build, model=_eft_judge, enabled=lambda cfg: cfg.eft_build.enabled),
+    Stage("sft", "M0 -> M1: supervised fine-tuning on the seed IFT + EFT data", False,
+          lambda rd, t: rd.model(1),
+          lambda cfg, rd, t: [_model_input(m0(cfg)), *_files(cfg.data.ift), *_files(cfg.data.eft), *_template(cfg),
+                              *([rd.eft_built] if cfg.eft_build.enabled else [])],
+          ("seed", "model", "data", "sft", "judge.template", "eft_build.enabled", "eft_build.max_examples"),
+          _run_sft),
+    Stage("prompts", "iteration t: new prompts by few-shot self-instruct -> iter_<t>/prompts.jsonl", True,
+          lambda rd, t: rd.prompts(t),
+          lambda cfg, rd, t: [_model_input(resolve(cfg.prompts.model)) if cfg.prompts.model else rd.model(t),
+                              *_files(cfg.data.ift), *([cfg.prompts.file] if cfg.prompts.source == "file" else [])],
+          ("prompts", "data.ift", "sample.max_new_tokens", *GENERATION_KEYS), _run_prompts,
+          model=lambda cfg, rd, t: resolve(cfg.prompts.model) if cfg.prompts.model else model_ref(rd, t)),
+    Stage("sample", "iteration t: N candidates per prompt from M_t -> iter_<t>/candidates.jsonl", True,
+          lambda rd, t: rd.candidates(t), lambda cfg, rd, t: [rd.model(t), rd.prompts(t)],
+          ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t)),
+    Stage("judge", "iteration t: K rubric judgments per candidate by M_t -> iter_<t>/judgments.jsonl", True,
+          lambda rd, t: rd.judgments(t), lambda cfg, rd, t: [rd.model(t), rd.candidates(t), *_template(cfg)],
+          ("judge", *GENERATION_KEYS), _run_judge, model=lambda cfg, rd, t: model_ref(rd, t)),
+    Stage("pairs", "iteration t: highest vs lowest mean score per prompt -> iter_<t>/pairs.jsonl", True,
+          lambda rd, t: rd.pairs(t), lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t)],
+          ("pairs",), _run_pairs),
+    Stage("dpo", "iteration t: DPO on iter_<t>/pairs.jsonl -> models/M<t+1>", True,
+          lambda rd, t: rd.model(t + 1), lambda cfg, rd, t: [rd.pairs(t), _dpo_start(cfg, rd, t)],
+          ("seed", "model.dtype", "dpo"), _run_dpo),
+]
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def schedule(cfg: Config) -> list[tuple[Stage, int]]:
+    """Every (stage, iteration) of a run, in the order they run; t = 0 before the iterations."""
+    out = [(s, 0) for s in STAGES if not s.per_iteration and s.enabled(cfg)]
+    for t in range(1, cfg.iterations + 1):
+        out += [(s, t) for s in STAGES if s.per_iteration and s.enabled(cfg)]
+    return out
+
+
+def downstream(cfg: Config, stage: Stage, t: int) -> list[tuple[Stage, int]]:
+    """What depends on (stage, t): everything after it in the schedule (within an iteration the
+    stages form a chain, and each iteration starts from the previous one's model)."""
+    order = schedule(cfg)
+    for i, (s, ti) in enumerate(order):
+        if s.name == stage.name and ti == t:
+            return order[i + 1:]
+    return []
