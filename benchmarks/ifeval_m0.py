@@ -5,13 +5,16 @@ This answers IFEval's prompts with the transformers backend (greedy, bf16 where 
 batch 96, 1280 new tokens as lm-eval and lighteval), scores them with srlm.ifeval, and writes
 to OUT: rows.jsonl (answers, appended per batch; a rerun resumes), scored.jsonl,
 summary.json (the ifeval/* metrics, both averages, per-instruction-type accuracy, settings).
+Prompts are answered in a seeded random order, so that the rows of a stopped run are a random
+subset: --score-only scores whatever is answered.
     python benchmarks/ifeval_m0.py [--out /work/notes/ifeval_m0] [--size 0] [--batch 96]
-                                   [--max-new-tokens 1280] [--dtype auto]
+                                   [--max-new-tokens 1280] [--dtype auto] [--threads 1] [--score-only]
 """
 
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from collections import defaultdict
@@ -48,7 +51,9 @@ def main():
     ap.add_argument("--batch", type=int, default=96)
     ap.add_argument("--max-new-tokens", type=int, default=ifeval.MAX_NEW_TOKENS)
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared 2-core machine two threads wait on each other)")
+    ap.add_argument("--score-only", action="store_true", help="score the answered rows, generate nothing")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rows_path = os.path.join(args.out, "rows.jsonl")
@@ -56,11 +61,14 @@ def main():
     set_threads(args.threads)
     ref = resolve(EMBEDDED_MODEL)
     dtype = pick_dtype(args.dtype)
-    tok = load_tokenizer(ref)
-    backend = HFBackend(load_model(ref, dtype=dtype), tok, batch_size=args.batch)
     prompts = ifeval.load_prompts(args.size, args.seed)
     done = {r["key"]: r for r in read_jsonl(rows_path)} if os.path.exists(rows_path) else {}
     todo = [p for p in prompts if p["key"] not in done]
+    random.Random(args.seed).shuffle(todo)
+    if args.score_only:
+        prompts, todo = [p for p in prompts if p["key"] in done], []
+    tok = load_tokenizer(ref)
+    backend = None if args.score_only else HFBackend(load_model(ref, dtype=dtype), tok, batch_size=args.batch)
     print(f"{len(prompts)} prompts, {len(done)} already answered; dtype={dtype} batch={args.batch} "
           f"max_new_tokens={args.max_new_tokens}", flush=True)
     print("template:", repr(tok.apply_chat_template([{"role": "user", "content": "PROMPT"}], tokenize=False,
@@ -82,6 +90,7 @@ def main():
     summary["card"] = {"score": CARD_SCORE, "metric": "IFEval (Average prompt/inst), lighteval"}
     summary["settings"] = {"model": str(ref), "dtype": str(dtype), "batch": args.batch, "size": args.size,
                            "seed": args.seed, "max_new_tokens": args.max_new_tokens, "greedy": True,
+                           "threads": args.threads,
                            "answer_seconds": round(time.time() - t0)}
     summary["by_type"] = by_type(scored)
     write_json(os.path.join(args.out, "summary.json"), summary)

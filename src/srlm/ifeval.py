@@ -28,9 +28,9 @@ first and/or last line, with or without markdown asterisks).
   of lm-eval's module runs with `nltk.download` replaced by a function that raises.
 - Output: `answer` rows (key, prompt, instructions, response, num_tokens, finish_reason),
   `score` adds the strict and loose verdicts per instruction, `summarize` gives the `ifeval/*`
-  metrics with 95% bootstrap intervals (prompts resampled, also for instruction level).
-  `srlm eval` writes the scored rows to DIR/eval/ifeval_<model>.jsonl and the summary to the
-  "eval" group of DIR/metrics.json.
+  metrics with 95% bootstrap intervals (prompts resampled, also for instruction level). The
+  caller writes them: `srlm eval` puts the scored rows of model M<t> in
+  DIR/eval/ifeval_M<t>.jsonl and the summary in the "eval" group of DIR/metrics.json.
 """
 
 from __future__ import annotations
