@@ -87,3 +87,11 @@ def test_every_field_has_help():
     rows = describe()
     assert len(rows) > 60
     assert all(help_text for _, _, help_text in rows)
+
+
+def test_report_to_reaches_the_trainer_arguments():
+    from srlm.training import trainer_kwargs
+
+    cfg = load_config(None, ["dpo.report_to=[tensorboard]"])
+    assert trainer_kwargs(cfg, cfg.dpo, "ckpt")["report_to"] == ["tensorboard"]
+    assert trainer_kwargs(cfg, cfg.sft, "ckpt")["report_to"] == "none"

@@ -108,6 +108,8 @@ class SFTConfig(Section):
     lora_dropout: float = F(0.0, "LoRA dropout.", ge=0, lt=1)
     gradient_checkpointing: bool = F(False, "Trade compute for activation memory.")
     save_steps: int = F(20, "Checkpoint every N optimizer steps so a killed run resumes.", ge=1)
+    report_to: list[str] = F(list, "Where TRL also logs training metrics: e.g. [tensorboard] or [wandb] (passed to "
+                             "TrainingArguments.report_to; logs go to the stage's checkpoint directory). Empty: none.")
 
 
 class PromptsConfig(Section):
@@ -197,6 +199,8 @@ class DPOConfig(Section):
         "helps on GPUs (no gradients held); on the 2-core CPU 8 was no faster.", ge=0)
     gradient_checkpointing: bool = F(False, "Trade compute for activation memory.")
     save_steps: int = F(20, "Checkpoint every N optimizer steps so a killed run resumes.", ge=1)
+    report_to: list[str] = F(list, "Where TRL also logs training metrics: e.g. [tensorboard] or [wandb] (passed to "
+                             "TrainingArguments.report_to; logs go to the stage's checkpoint directory). Empty: none.")
 
 
 class BackendConfig(Section):

@@ -64,8 +64,12 @@ def _check_writable(root: str) -> None:
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ; a key the saved config lacks (added by a newer srlm) is not a
+    difference: the run was made before it existed."""
     out = []
     for k in sorted(set(a) | set(b)):
+        if k not in a:
+            continue
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += _diff(va, vb, f"{prefix}{k}.")

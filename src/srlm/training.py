@@ -35,7 +35,7 @@ def trainer_kwargs(cfg, section, out_dir: str) -> dict:
         save_strategy="steps",
         save_steps=section.save_steps,
         save_total_limit=1,
-        report_to=[],
+        report_to=list(getattr(section, "report_to", [])) or "none",
         seed=cfg.seed,
         data_seed=cfg.seed,
         # Mixed precision: fp32 master weights, bf16 matmuls (1.6x faster per step on this
