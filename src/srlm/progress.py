@@ -32,6 +32,7 @@ class _State:
     run_started: float | None = None
     done_weight = 0.0
     total_weight = 0.0
+    console = None  # the real stderr while a quiet stage redirects sys.stderr to its log
 
 
 STATE = _State()
@@ -43,6 +44,14 @@ def start_run(schedule_names: list[str], verbose: bool = False) -> None:
     STATE.done_weight = 0.0
     STATE.total_weight = sum(WEIGHTS.get(n, 1.0) for n in schedule_names) or 1.0
     if not verbose:
+        # srlm's own warnings stay on the console while a stage sends stderr to its log.
+        own = logging.getLogger("srlm")
+        if not any(getattr(h, "_srlm_console", False) for h in own.handlers):
+            handler = logging.StreamHandler(sys.__stderr__)
+            handler.setFormatter(logging.Formatter("srlm: %(levelname)s: %(message)s"))
+            handler.setLevel(logging.WARNING)
+            handler._srlm_console = True
+            own.addHandler(handler)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         try:
             import datasets
@@ -80,7 +89,9 @@ def _clock(seconds: float) -> str:
 def bar(total: int, unit: str, desc: str = "", disable: bool = False) -> tqdm:
     """The stage's progress bar: labelled with the stage, showing the run's ETA."""
     label = STATE.label or desc
-    b = tqdm(total=total, unit=unit, desc=label, disable=disable, dynamic_ncols=True, leave=True, file=sys.stderr)
+    # The console, even while a quiet stage sends the libraries' stderr to its log.
+    console = STATE.console or sys.stderr
+    b = tqdm(total=total, unit=unit, desc=label, disable=disable, dynamic_ncols=True, leave=True, file=console)
     eta = run_eta()
     if eta:
         b.set_postfix_str(eta, refresh=False)
@@ -93,7 +104,15 @@ def stage(log_path: str, label: str):
     STATE.label = label
     handlers = []
     saved = {}
+    redirect = contextlib.nullcontext()
+    log_file = None
     if not STATE.verbose:
+        # Libraries that print bars straight to stderr (GGUF conversion, dataset maps) write to
+        # the stage log; srlm's own bars keep the console.
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        log_file = open(log_path, "a", encoding="utf-8")
+        STATE.console = sys.stderr
+        redirect = contextlib.redirect_stderr(log_file)
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         handler = logging.FileHandler(log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -105,12 +124,15 @@ def stage(log_path: str, label: str):
             lg.handlers = [handler]
             lg.propagate = False
     try:
-        with warnings.catch_warnings():
+        with redirect, warnings.catch_warnings():
             if not STATE.verbose:
                 warnings.simplefilter("default")
             yield
     finally:
         STATE.label = ""
+        STATE.console = None
+        if log_file is not None:
+            log_file.close()
         for name, (prop, hs) in saved.items():
             lg = logging.getLogger(name)
             lg.propagate, lg.handlers = prop, hs
