@@ -208,3 +208,24 @@ def test_score_takes_instructions_from_the_shipped_prompts_by_key():
     assert row["instruction_id_list"] == ["punctuation:no_comma"] and row["strict_follow"] == [True]
     with pytest.raises(InputError):
         ifeval.score([{"key": -5, "prompt": "?", "response": "x"}])
+
+
+def test_random_fallback_of_a_checker_is_seeded_per_prompt():
+    """Prompt 1122 asks for at least 4 of the 'letter' '#', which lm-eval's letter checker
+    rejects and replaces with a random letter: the verdict must not change between runs, loose
+    must see the same letter as strict, and the caller's random state must be left alone."""
+    import random
+
+    p = prompt(1122)
+    assert p["kwargs"][1] == {"let_relation": "at least", "letter": "#", "let_frequency": 4}
+    rows = [{**p, "response": "".join(c * 4 for c in "abcdefghijklm")}]  # half the alphabet, 4 each
+    verdicts = {tuple(ifeval.score(rows)[0]["strict_follow"] + ifeval.score(rows)[0]["loose_follow"])
+                for _ in range(12)}
+    assert len(verdicts) == 1  # unseeded: 12 draws of a letter agree on either half w.p. 2 / 2**12
+    (v,) = verdicts
+    assert v[1] == v[3]  # strict and loose count the same letter
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    ifeval.score(rows)
+    assert random.random() == expected

