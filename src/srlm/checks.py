@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from srlm import data, modeling, rubric
-from srlm.records import InputError
+from srlm.records import InputError, utf8_lines
 
 # Rough characters per token of English text for BPE tokenizers such as Llama's and SmolLM2's;
 # only for counting likely over-long records, never for dropping any.
@@ -121,16 +121,7 @@ class _Check:
 def _utf8_blank_lines(path: str) -> int:
     """Blank lines of a text file; bytes that are not UTF-8 raise InputError with their line
     and byte offset (line by line: a '\\n' byte never occurs inside a UTF-8 sequence)."""
-    blank, offset = 0, 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not UTF-8 at byte {offset + e.start}") from None
-            offset += len(raw)
-            blank += not line.strip()
-    return blank
+    return sum(not line.strip() for _, line in utf8_lines(path))
 
 
 def check_inputs(cfg) -> dict:

@@ -31,6 +31,13 @@ def candidate_scores(judgments: list[JudgmentRecord], min_valid: int) -> dict[st
     return {cid: statistics.fmean(s) for cid, s in by_cand.items() if len(s) >= max(1, min_valid)}
 
 
+def _actor_pair(pid: str, best: CandidateRecord, worst: CandidateRecord, scores: dict[str, float]) -> PairRecord:
+    return PairRecord(
+        id=f"{pid}-pair", prompt_id=pid, prompt=best.prompt, chosen=best.response, rejected=worst.response,
+        chosen_id=best.id, rejected_id=worst.id, score_chosen=scores[best.id], score_rejected=scores[worst.id],
+        chosen_length=len(best.response), rejected_length=len(worst.response))
+
+
 def build_pairs(cands: list[CandidateRecord], scores: dict[str, float], min_margin: float = 0.0):
     """Return (pairs, stats). Ties in the max (or min) go to the lowest candidate index, so the
     result does not depend on record order."""
@@ -48,10 +55,7 @@ def build_pairs(cands: list[CandidateRecord], scores: dict[str, float], min_marg
         if scores[best.id] - scores[worst.id] <= min_margin:
             stats["dropped_tie"] += 1
             continue
-        pairs.append(PairRecord(
-            id=f"{pid}-pair", prompt_id=pid, prompt=best.prompt, chosen=best.response, rejected=worst.response,
-            chosen_id=best.id, rejected_id=worst.id, score_chosen=scores[best.id], score_rejected=scores[worst.id],
-            chosen_length=len(best.response), rejected_length=len(worst.response)))
+        pairs.append(_actor_pair(pid, best, worst, scores))
     stats["kept"] = len(pairs)
     return pairs, stats
 
@@ -120,10 +124,7 @@ def length_controlled_pairs(cands: list[CandidateRecord], scores: dict[str, floa
         if scores[best.id] - scores[worst.id] <= min_margin:
             stats["dropped_tie"] += 1
             continue
-        pairs.append(PairRecord(
-            id=f"{pid}-pair", prompt_id=pid, prompt=best.prompt, chosen=best.response, rejected=worst.response,
-            chosen_id=best.id, rejected_id=worst.id, score_chosen=scores[best.id], score_rejected=scores[worst.id],
-            chosen_length=len(best.response), rejected_length=len(worst.response)))
+        pairs.append(_actor_pair(pid, best, worst, scores))
     stats["kept"] = len(pairs)
     return pairs, stats
 

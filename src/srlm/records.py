@@ -119,13 +119,10 @@ def append_jsonl(path: str, records: Iterable[Any]) -> None:
     faults.point("append_jsonl", path)
 
 
-def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed value); a malformed line, or bytes that are not UTF-8, raise
-    InputError naming file and line (and, for bad bytes, their offset in the file)."""
-    if not os.path.exists(path):
-        raise InputError(f"{path}: file not found")
-    # Read bytes and decode line by line: a text-mode decoder's error offsets are relative to its
-    # read buffer, not to the file, and a '\n' byte never occurs inside a UTF-8 sequence.
+def utf8_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file; a byte that is not UTF-8 raises InputError naming the
+    line and the byte offset in the file (decoded line by line: a text-mode decoder's offsets
+    are relative to its buffer, and a '\n' byte never occurs inside a UTF-8 sequence)."""
     offset = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -134,13 +131,22 @@ def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
             except UnicodeDecodeError as e:
                 raise InputError(f"{path}:{lineno}: not UTF-8 at byte {offset + e.start}") from None
             offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            yield lineno, obj
+            yield lineno, line
+
+
+def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed value); a malformed line, or bytes that are not UTF-8, raise
+    InputError naming file and line (and, for bad bytes, their offset in the file)."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: file not found")
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        yield lineno, obj
 
 
 def read_jsonl(path: str, cls: type | None = None) -> list:

@@ -28,7 +28,8 @@ import os
 import torch
 
 from srlm import _compat, rubric
-from srlm.backends.base import SCORE_DIGITS, Chat, Completion, SamplingParams
+from srlm.backends.base import Chat, Completion, SamplingParams
+from srlm.backends.scoring import digit_token_ids
 from srlm.repetition import RepetitionGuard
 from srlm.modeling import ModelRef, context_window, load_model, load_tokenizer, pick_dtype, set_threads
 
@@ -57,7 +58,8 @@ class HFBackend:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self.cache_kw = _compat.cache_kwarg(model)
         _compat.use_decode_attention(model)
-        self.digit_ids = _digit_token_ids(tokenizer)
+        self.digit_ids = digit_token_ids(tokenizer)
+        self.digit_set = {t for ids in self.digit_ids.per_digit for t in ids}
 
     @classmethod
     def from_config(cls, cfg, ref: ModelRef) -> "HFBackend":
@@ -160,7 +162,7 @@ class HFBackend:
                 t = int(nxt[slot])
                 if row in pending:
                     p = pending.pop(row)
-                    if t in self.digit_ids.values_set and row not in digit_probs:
+                    if t in self.digit_set and row not in digit_probs:
                         digit_probs[row] = p
                 if t in self.eos_ids:
                     finished[slot] = True
@@ -257,29 +259,6 @@ class HFBackend:
         if "Score" not in tail:
             return False
         return rubric.score_line_complete(self.tok.decode(toks, skip_special_tokens=True))
-
-
-class _DigitIds:
-    """Token ids that write each score digit: the bare digit, and ' d' where the tokenizer has
-    it as one token (SmolLM2 writes 'Score: 3' as 'Score', ':', ' ', '3'; others as '▁3')."""
-
-    def __init__(self, per_digit: list[list[int]], spaced: bool):
-        self.per_digit = per_digit
-        self.values_set = {t for ids in per_digit for t in ids}
-        self.spaced = spaced
-
-
-def _digit_token_ids(tok) -> _DigitIds:
-    per_digit, spaced = [], False
-    for d in SCORE_DIGITS:
-        ids = set()
-        for text in (d, " " + d):
-            enc = tok(text, add_special_tokens=False)["input_ids"]
-            if len(enc) == 1 and tok.decode(enc).strip() == d:
-                ids.add(enc[0])
-                spaced |= text.startswith(" ")
-        per_digit.append(sorted(ids))
-    return _DigitIds(per_digit, spaced)
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:

@@ -134,16 +134,20 @@ def length_table(run: Run) -> Table:
                  [[m] + [fmt(lengths[m].get(k)) for k, _ in cols] for m in models])
 
 
+def _win_cells(key: str, r: dict) -> list[str]:
+    """comparison, W/T/L, compared/prompts, win rate, CI, win rate at equal length."""
+    return [comparison_label(key), f"{fmt(r.get('wins'))} / {fmt(r.get('ties'))} / {fmt(r.get('losses'))}",
+            f"{fmt(r.get('compared'))} / {fmt(r.get('prompts'))}", pct(r.get("win_rate")),
+            ci(r.get("win_rate_ci95")), pct(r.get(WIN_RATE_AT_EQUAL_LENGTH))]
+
+
 def win_rate_table(run: Run) -> Table:
     wr = {k: v for k, v in (run.eval.get("win_rate") or {}).items() if isinstance(v, dict)}
     rows = []
     for k in sorted(wr, key=comparison_order):
         r = wr[k]
-        rows.append([comparison_label(k), f"{fmt(r.get('wins'))} / {fmt(r.get('ties'))} / {fmt(r.get('losses'))}",
-                     f"{fmt(r.get('compared'))} / {fmt(r.get('prompts'))}", pct(r.get("win_rate")),
-                     ci(r.get("win_rate_ci95")), pct(r.get(WIN_RATE_AT_EQUAL_LENGTH)),
-                     pct(r.get("position_bias_first")), fmt(r.get("unparsed_verdicts")),
-                     pct(r.get("mean_relative_length_diff"))])
+        rows.append(_win_cells(k, r) + [pct(r.get("position_bias_first")), fmt(r.get("unparsed_verdicts")),
+                                        pct(r.get("mean_relative_length_diff"))])
     return Table("Head-to-head win rates",
                  ["comparison", "wins / ties / losses", "compared / prompts", "win rate", "95% CI",
                   "win rate at equal length (logistic fit)", "first position picked", "unparsed verdicts",
@@ -185,10 +189,8 @@ def pointwise_win_rate_table(run: Run) -> Table:
     rows = []
     for k in sorted(wr, key=comparison_order):
         r = wr[k]
-        rows.append([comparison_label(k), f"{fmt(r.get('wins'))} / {fmt(r.get('ties'))} / {fmt(r.get('losses'))}",
-                     f"{fmt(r.get('compared'))} / {fmt(r.get('prompts'))}", pct(r.get("win_rate")),
-                     ci(r.get("win_rate_ci95")), pct(r.get(WIN_RATE_AT_EQUAL_LENGTH)), fmt(r.get("mean_score_x")),
-                     fmt(r.get("mean_score_y")), fmt(r.get("judge_model"))])
+        rows.append(_win_cells(k, r) + [fmt(r.get("mean_score_x")), fmt(r.get("mean_score_y")),
+                                        fmt(r.get("judge_model"))])
     return Table("Head-to-head win rates, pointwise judge",
                  ["comparison", "wins / ties / losses", "compared / prompts", "win rate", "95% CI",
                   "win rate at equal length (logistic fit)", "mean score X", "mean score Y", "judge"], rows,
