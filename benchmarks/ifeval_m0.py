@@ -54,6 +54,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine two threads wait on each other)")
     ap.add_argument("--score-only", action="store_true", help="score the answered rows, generate nothing")
+    ap.add_argument("--compare", default=None,
+                    help="another run's OUT: its scored rows on this run's prompts are summarised beside")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rows_path = os.path.join(args.out, "rows.jsonl")
@@ -86,13 +88,18 @@ def main():
     summary = ifeval.summarize(scored, seed=args.seed)
     pct = {k: round(100 * v, 1) for k, v in summary.items()
            if k.split("/")[1] in ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose")}
-    summary["ifeval/score_loose"] = (summary["ifeval/prompt_loose"] + summary["ifeval/inst_loose"]) / 2
     summary["card"] = {"score": CARD_SCORE, "metric": "IFEval (Average prompt/inst), lighteval"}
     summary["settings"] = {"model": str(ref), "dtype": str(dtype), "batch": args.batch, "size": args.size,
                            "seed": args.seed, "max_new_tokens": args.max_new_tokens, "greedy": True,
                            "threads": args.threads,
                            "answer_seconds": round(time.time() - t0)}
     summary["by_type"] = by_type(scored)
+    if args.compare:
+        keys = {r["key"] for r in scored}
+        other = [r for r in read_jsonl(os.path.join(args.compare, "scored.jsonl")) if r["key"] in keys]
+        summary["compare"] = {"out": args.compare, **ifeval.summarize(other, seed=args.seed)}
+        print(f"{args.compare} on the same {len(other)} prompts: score {100 * summary['compare']['ifeval/score']:.1f}"
+              f"  loose avg {100 * summary['compare']['ifeval/score_loose']:.1f}")
     write_json(os.path.join(args.out, "summary.json"), summary)
     print(json.dumps(pct))
     print(f"score (strict avg) {100 * summary['ifeval/score']:.1f}  loose avg {100 * summary['ifeval/score_loose']:.1f}"

@@ -10,7 +10,7 @@ import pytest
 from srlm import ifeval
 from srlm.records import InputError
 
-NAMES = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "score")
+NAMES = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "score", "score_loose")
 
 
 def prompt(key: int) -> dict:
@@ -147,6 +147,7 @@ def test_summary_hand_computed():
     assert s["ifeval/prompt_loose"] == pytest.approx(2 / 3)
     assert s["ifeval/inst_loose"] == pytest.approx(4 / 5)
     assert s["ifeval/score"] == pytest.approx((1 / 3 + 3 / 5) / 2)  # model card: mean of strict levels
+    assert s["ifeval/score_loose"] == pytest.approx((2 / 3 + 4 / 5) / 2)
     assert s["ifeval/prompts"] == 3 and s["ifeval/instructions"] == 5
     assert s["ifeval/mean_response_chars"] == pytest.approx(2.0)
     assert s["ifeval/truncated"] == 1 and s["ifeval/skipped"] == 1

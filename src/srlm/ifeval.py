@@ -187,8 +187,9 @@ def summarize(scored: list[dict], seed: int = 0, bootstrap: int = 1000) -> dict:
     prompt_{strict,loose}: share of prompts whose every instruction is followed;
     inst_{strict,loose}: followed instructions / all instructions (pooled over prompts, as
     lm-eval's agg_inst_level_acc). `score` is the SmolLM2 model card's "IFEval (Average
-    prompt/inst)": the mean of prompt- and instruction-level strict accuracy (the Open LLM
-    Leaderboard's convention; the card does not say strict or loose, see docs/RESULTS.md).
+    prompt/inst)" read as the mean of prompt- and instruction-level strict accuracy (the Open
+    LLM Leaderboard's reading); the card does not say strict or loose, so `score_loose`, the
+    mean of the loose pair, is given too.
     Each `*_ci95` is a seeded percentile bootstrap over prompts (instruction level included,
     so that a prompt's instructions stay together), all metrics on the same resamples."""
     n = len(scored)
@@ -197,7 +198,7 @@ def summarize(scored: list[dict], seed: int = 0, bootstrap: int = 1000) -> dict:
                  "ifeval/mean_response_chars": float(np.mean([len(r["response"]) for r in scored])) if n else None,
                  "ifeval/truncated": sum(r.get("finish_reason") == "length" for r in scored),
                  "ifeval/skipped": sum(r.get("finish_reason") == SKIPPED for r in scored)}
-    names = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "score")
+    names = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "score", "score_loose")
     if n == 0:
         return res | {f"ifeval/{k}": None for k in names} | {f"ifeval/{k}_ci95": None for k in names}
     counts = np.array([len(r["strict_follow"]) for r in scored], dtype=float)
@@ -209,6 +210,7 @@ def summarize(scored: list[dict], seed: int = 0, bootstrap: int = 1000) -> dict:
     def metrics(idx) -> dict:
         m = {k: num[idx].sum(-1) / den[idx].sum(-1) for k, (num, den) in per_prompt.items()}
         m["score"] = (m["prompt_strict"] + m["inst_strict"]) / 2
+        m["score_loose"] = (m["prompt_loose"] + m["inst_loose"]) / 2
         return m
 
     point = metrics(np.arange(n))
