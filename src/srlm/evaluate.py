@@ -37,7 +37,8 @@ from srlm.backends import SamplingParams, generate_within_context, make_backend
 from srlm.judge import judge_texts
 from srlm.modeling import ModelRef, resolve
 from srlm.parallel import derive_seed, is_main
-from srlm.records import (InputError, is_done, iter_jsonl, mark_done, read_json, read_jsonl, update_metrics,
+from srlm.rundir import RunDir
+from srlm.records import (InputError, is_done, iter_jsonl, mark_done, marker, read_json, read_jsonl, update_metrics,
                           write_json, write_jsonl)
 
 WINNER_LINE = re.compile(r"^[ \t]*Winner:[ \t]*(A|B|tie)[ \t]*$", re.MULTILINE | re.IGNORECASE)
@@ -332,15 +333,17 @@ def baselines(src: HumanSource) -> dict:
 def model_ref(cfg, run_dir: str, name: str) -> ModelRef:
     if name == "M0":
         return resolve(cfg.model.name_or_path, cfg.model.gguf_file)
-    path = os.path.join(run_dir, "models", name)
+    if not re.fullmatch(r"M\d+", name):
+        raise InputError(f"{name!r}: not a model name (M0, M1, ...)")
+    path = RunDir(run_dir).model(int(name[1:]))
     if not os.path.isdir(path):
         raise InputError(f"{path}: model not found (has that iteration run?)")
     return ModelRef(path)
 
 
 def available_models(run_dir: str) -> list[str]:
-    d = os.path.join(run_dir, "models")
-    found = sorted((n for n in os.listdir(d) if re.fullmatch(r"M\d+", n) and os.path.exists(os.path.join(d, n + ".done"))),
+    d = RunDir(run_dir).models_dir
+    found = sorted((n for n in os.listdir(d) if re.fullmatch(r"M\d+", n) and is_done(os.path.join(d, n))),
                    key=lambda n: int(n[1:])) if os.path.isdir(d) else []
     return ["M0"] + found
 
@@ -353,7 +356,7 @@ def _cached(path: str, info: dict) -> bool:
     """Done, and made with the same judge settings (a changed judge recomputes)."""
     if not is_done(path):
         return False
-    done = read_json(path + ".done", {})
+    done = read_json(marker(path), {})
     return all(done.get(k, v) == v for k, v in info.items())
 
 
@@ -391,7 +394,7 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
         hist = Counter(int(round(s)) for s in parsed)
         summary["parse_failure_rate"] = 1 - len(parsed) / len(all_scores) if all_scores else None
         summary["score_hist"] = {str(k): hist.get(k, 0) for k in range(rubric.MAX_SCORE + 1)}
-        summary["skipped_records"] = read_json(out + ".done", {}).get("skipped_no_majority", 0)
+        summary["skipped_records"] = read_json(marker(out), {}).get("skipped_no_majority", 0)
         cats = [r.get("category") for r in rows]
         if not any(cats) and src.categories and len(src.categories) == len(rows):
             cats = src.categories  # rows cached before categories were stored
@@ -579,7 +582,7 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
     if set(h2h_judges) - set(H2H_JUDGES):
         raise InputError(f"eval.h2h_judge={h2h_judges}: each must be one of {list(H2H_JUDGES)}")
     self_judge = cfg.eval.judge == "self"
-    out: dict = read_json(os.path.join(run_dir, "metrics.json"), {}).get("eval", {})
+    out: dict = read_json(RunDir(run_dir).metrics, {}).get("eval", {})
     for key in ("judge_agreement", "length", "win_rate", "win_rate_pointwise", "baselines", "pairwise_agreement",
                 "ifeval"):
         out.setdefault(key, {})
@@ -618,7 +621,7 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
                     cfg, run_dir, src, "judge", external_judge())
         # Head-to-head: each new model against its predecessor and against the SFT model M1.
         have = [m for m in available_models(run_dir)
-                if os.path.exists(os.path.join(run_dir, "eval", f"answers_{m}.jsonl.done"))]
+                if is_done(os.path.join(run_dir, "eval", f"answers_{m}.jsonl"))]
         for x in models:
             k = int(x[1:])
             # M1 vs M0 shows what SFT did; later models face their predecessor and the SFT anchor.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from srlm.records import InputError, iter_jsonl, read_json
+from srlm.rundir import RunDir
 
 from .formatting import model_key
 
@@ -101,7 +102,7 @@ class Run:
     @property
     def report_dir(self) -> str:
         """Where `srlm report` writes index.html, report.md and the plots."""
-        return os.path.join(self.dir, "report")
+        return RunDir(self.dir).report_dir
 
     @property
     def method(self) -> str:
@@ -124,24 +125,21 @@ class Run:
 
     # --- large files, read when a section needs them -----------------------------------------
 
-    def _iter_dir(self, t: int) -> str:
-        return os.path.join(self.dir, f"iter_{t}")
-
     def pairs(self, t: int) -> list[dict]:
         """iter_<t>/pairs.jsonl: the preference pairs DPO trained on."""
-        return list(_records(os.path.join(self._iter_dir(t), "pairs.jsonl")))
+        return list(_records(RunDir(self.dir).pairs(t)))
 
     def judgments(self, t: int) -> Iterator[dict]:
         """iter_<t>/judgments.jsonl: every rubric judgment of the iteration's candidates."""
-        return _records(os.path.join(self._iter_dir(t), "judgments.jsonl"))
+        return _records(RunDir(self.dir).judgments(t))
 
     def eval_answers(self) -> dict[str, list[dict]]:
         """{model: rows of eval/answers_<model>.jsonl}, models in order."""
         out = {}
-        for name in _listdir(os.path.join(self.dir, "eval")):
+        for name in _listdir(RunDir(self.dir).eval_dir):
             m = re.fullmatch(r"answers_(.+)\.jsonl", name)
             if m:
-                rows = list(_records(os.path.join(self.dir, "eval", name)))
+                rows = list(_records(RunDir(self.dir).eval_file(name)))
                 if rows:
                     out[m.group(1)] = rows
         return {k: out[k] for k in sorted(out, key=model_key)}
@@ -149,10 +147,10 @@ class Run:
     def head_to_head(self) -> dict[tuple[str, str], list[dict]]:
         """{(X, Y): rows of eval/h2h_<X>_vs_<Y>.jsonl}: both-order verdicts per eval prompt."""
         out = {}
-        for name in _listdir(os.path.join(self.dir, "eval")):
+        for name in _listdir(RunDir(self.dir).eval_dir):
             m = re.fullmatch(r"h2h_(.+)_vs_(.+)\.jsonl", name)
             if m:
-                out[(m.group(1), m.group(2))] = list(_records(os.path.join(self.dir, "eval", name)))
+                out[(m.group(1), m.group(2))] = list(_records(RunDir(self.dir).eval_file(name)))
         return {k: out[k] for k in sorted(out, key=lambda k: (model_key(k[0]), model_key(k[1])))}
 
 
@@ -203,8 +201,8 @@ def load_run(run_dir: str) -> Run:
     """Read DIR; InputError if it is not a run directory (neither config.yaml nor metrics.json)."""
     if not os.path.isdir(run_dir):
         raise InputError(f"{run_dir}: no such run directory")
-    config_path = os.path.join(run_dir, "config.yaml")
-    metrics_path = os.path.join(run_dir, "metrics.json")
+    rd = RunDir(run_dir)
+    config_path, metrics_path = rd.config, rd.metrics
     if not os.path.exists(config_path) and not os.path.exists(metrics_path):
         raise InputError(f"{run_dir}: not a run directory (no config.yaml or metrics.json)")
     config_text, config = _config(config_path)
@@ -217,18 +215,18 @@ def load_run(run_dir: str) -> Run:
 
     ev = _eval_group(metrics)
     models = {"M0"}
-    models_dir = os.path.join(run_dir, "models")
+    models_dir = rd.models_dir
     models |= {n for n in _listdir(models_dir) if re.fullmatch(r"M\d+", n) and os.path.isdir(os.path.join(models_dir, n))}
     for per_model in _dict(ev.get("judge_agreement")).values():
         models |= set(_dict(per_model))
     models |= set(_dict(ev.get("length")))
     models |= {m.group(1) for m in (re.fullmatch(r"answers_(.+)\.jsonl", n)
-                                    for n in _listdir(os.path.join(run_dir, "eval"))) if m}
+                                    for n in _listdir(rd.eval_dir)) if m}
 
     return Run(
         dir=run_dir, config_text=config_text, config=config, metrics=metrics, metrics_mtime=_mtime(metrics_path),
         iterations=iterations_sorted, models=sorted(models, key=model_key),
-        sft_log=_rows(_json(os.path.join(run_dir, "sft_log.json"), [])),
-        dpo_logs={t: _rows(_json(os.path.join(run_dir, f"iter_{t}", "dpo_log.json"), [])) for t in iterations_sorted},
+        sft_log=_rows(_json(rd.sft_log, [])),
+        dpo_logs={t: _rows(_json(rd.dpo_log(t), [])) for t in iterations_sorted},
         eval=ev,
     )
