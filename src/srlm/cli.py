@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and DIR/eval/; finished parts are reused.")
     p.add_argument("run_dir", metavar="DIR", help="run directory made by `srlm run`")
     p.add_argument("--models", help="comma-separated, e.g. M0,M1,M3 (default: all)")
+    p.add_argument("--verbose", "-v", action="store_true", help="show the libraries' own output (else DIR/logs/eval.log)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.max_prompts=16")
 
     p = sub.add_parser("report", help="write DIR/report/index.html and report.md with plots",
@@ -196,7 +197,12 @@ def _dispatch(args) -> int:
 
         cfg, _, _ = _config_for_dir(args.run_dir, None, args.overrides)
         models = args.models.split(",") if args.models else None
-        results = evaluate.evaluate_models(cfg, args.run_dir, models)
+        from srlm import progress
+        from srlm.rundir import RunDir
+
+        progress.start_run(["eval"], args.verbose)
+        with progress.stage(RunDir(args.run_dir).log("eval"), "eval"):
+            results = evaluate.evaluate_models(cfg, args.run_dir, models)
         print(json.dumps(results, indent=1))
         return 0
 
