@@ -15,7 +15,8 @@ for mode in parsed expected; do
     "eval.h2h_judge=[]" eval.pairwise_agreement=false eval.max_prompts=1 > "$DIR/eval_$mode.json"
   python3 - "$DIR/eval_$mode.json" "$mode" <<'PY'
 import json, sys
-res, mode = json.load(open(sys.argv[1])), sys.argv[2]
+text, mode = open(sys.argv[1]).read(), sys.argv[2]
+res = json.loads(text[text.index("\n{") + 1:] if not text.startswith("{") else text)  # after eval's progress lines
 for src, per_model in res["judge_agreement"].items():
     base = res["baselines"][src]["length"]
     for m, a in per_model.items():
