@@ -9,7 +9,6 @@ that was killed half-way resumes from its finished chunks, unless its inputs cha
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from srlm.modeling import ModelRef
 from srlm.parallel import barrier, is_main
 from srlm.records import read_json, update_metrics, write_json
 from srlm.rundir import RunDir, config_digest
-from srlm.stages import BY_NAME, STAGES, Stage, downstream, schedule
+from srlm.stages import Stage, downstream, schedule
 
 
 def prepare(cfg: Config, allow_config_change: bool = False, save: bool = True) -> RunDir:
@@ -240,23 +239,21 @@ def invalidate(cfg: Config, rd: RunDir, stage: Stage, t: int, echo=print) -> lis
     metrics = read_json(rd.metrics, None)
     if isinstance(metrics, dict):
         for s, ti in targets:
-            metrics.pop(metrics_group(s, ti), None) if s.per_iteration or s.name != "eft_build" else None
+            metrics.pop(metrics_group(s, ti), None)
         _drop_models(metrics.get("eval"), first_model)
         write_json(rd.metrics, metrics)
     return removed + eval_files
 
 
-def _model_pattern(first: int) -> re.Pattern:
-    return re.compile(r"(?:^|[_./-])M(\d+)(?:[_./-]|$)")
+MODEL_IN_NAME = re.compile(r"(?:^|[_./-])M(\d+)(?:[_./-]|$)")
 
 
 def _eval_files_for(rd: RunDir, first: int) -> list[str]:
     """Evaluation caches that mention a model M_k with k >= first."""
     out = []
-    pat = _model_pattern(first)
     for base, dirs, files in os.walk(rd.eval_dir) if os.path.isdir(rd.eval_dir) else []:
         for name in dirs + files:
-            if any(int(m) >= first for m in pat.findall(name)):
+            if any(int(m) >= first for m in MODEL_IN_NAME.findall(name)):
                 out.append(os.path.join(base, name))
     return sorted(set(out))
 
@@ -269,10 +266,3 @@ def _drop_models(node, first: int) -> None:
             del node[key]
         else:
             _drop_models(node[key], first)
-
-
-def stage_by_name(name: str) -> Stage:
-    return BY_NAME[name]
-
-
-__all__ = ["STAGES", "prepare", "run", "run_stage", "invalidate", "freshness", "Backends", "json"]
