@@ -8,7 +8,7 @@ import os
 import sys
 import textwrap
 
-from srlm.config import ConfigError, describe, load_config
+from srlm.config import ConfigError, describe, load_config, packaged_names
 
 DESCRIPTION = """\
 srlm: Self-Rewarding Language Models (Yuan et al., 2024).
@@ -25,8 +25,9 @@ Settings: `--config FILE` (YAML, see configs/) and `key=value` overrides such as
 """
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
+    others = ", ".join(n for n in packaged_names() if n != "default")
     p.add_argument("--config", metavar="FILE", help="YAML config file, or the name of a packaged one: default "
-                   "(the embedded CPU run, used when omitted), tiny, gpu-qwen2.5-7b")
+                   f"(the embedded CPU run, used when omitted), {others}")
     p.add_argument("--output-dir", metavar="DIR", help="run directory (overrides output_dir)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sample.n=4 dpo.beta=0.1")
 
