@@ -20,7 +20,7 @@ import os
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 EMBEDDED_IFT = "embedded:ift"
@@ -174,6 +174,21 @@ class PairsConfig(Section):
     min_margin: float = F(
         0.0, "Keep a pair only if chosen - rejected mean score exceeds this (paper: any difference; prompts whose "
         "candidates all tie are dropped).", ge=0)
+    # Meta-Rewarding's length control (Wu et al. 2024, section 2.2), useful to every method; the
+    # paper sets rho per iteration. 0 = the Self-Rewarding paper's highest vs lowest.
+    rho: float | list[float] = F(
+        0.0, "Length control: with Smax, Smin a prompt's highest and lowest scores, chosen = the shortest "
+        "response scoring in [(1-rho) Smax + rho Smin, Smax], rejected = the longest in [Smin, (1-rho) Smin + "
+        "rho Smax]. 0 = highest vs lowest (the Self-Rewarding paper). A list sets it per iteration: element "
+        "t-1 for iteration t, the last element for later ones (Meta-Rewarding sets rho per iteration).")
+
+    @field_validator("rho")
+    @classmethod
+    def _rho_range(cls, v):
+        values = v if isinstance(v, list) else [v]
+        if not values or not all(0 <= x <= 1 for x in values):
+            raise ValueError("rho must be a number in [0, 1] or a non-empty list of them")
+        return v
 
 
 class DPOConfig(Section):

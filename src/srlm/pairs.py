@@ -3,6 +3,7 @@
 A candidate's score is the mean of its parseable judgments (at least pairs.min_valid_judgments
 of the K). Per prompt, the highest-scoring candidate is chosen and the lowest rejected; prompts
 whose scored candidates all tie (or differ by no more than pairs.min_margin) are dropped.
+With pairs.rho > 0 the pair is length-controlled instead (length_controlled_pairs below).
 Output: DIR/iter_<t>/pairs.jsonl of PairRecord, with TRL's prompt/chosen/rejected fields.
 
 Below run(): pure pair builders of the follow-up methods (Meta-Rewarding's length control,
@@ -60,11 +61,24 @@ def build_pairs(cands: list[CandidateRecord], scores: dict[str, float], min_marg
     return pairs, stats
 
 
+def rho_at(rho: float | Sequence[float], t: int) -> float:
+    """pairs.rho for iteration t: a number, or a per-iteration list (element t-1, the last
+    element for later iterations)."""
+    if isinstance(rho, (int, float)):
+        return float(rho)
+    return float(rho[min(t, len(rho)) - 1])
+
+
 def run(cfg, rd, t: int) -> dict:
     cands = read_jsonl(rd.candidates(t), CandidateRecord)
     judgments = read_jsonl(rd.judgments(t), JudgmentRecord)
     scores = candidate_scores(judgments, cfg.pairs.min_valid_judgments)
-    pairs, stats = build_pairs(cands, scores, cfg.pairs.min_margin)
+    rho = rho_at(cfg.pairs.rho, t)
+    if rho > 0:  # Meta-Rewarding's length control; rho = 0 keeps exactly the metrics of the paper's rule
+        pairs, stats = length_controlled_pairs(cands, scores, rho, cfg.pairs.min_margin)
+        stats["rho"] = rho
+    else:
+        pairs, stats = build_pairs(cands, scores, cfg.pairs.min_margin)
     stats["scored_candidates"] = len(scores)
     if is_main():
         write_jsonl(rd.pairs(t), pairs)
