@@ -189,7 +189,8 @@ def test_summary_prints_agreement_beside_the_length_baseline(capsys):
           "judge_agreement": {"prefs": {"M0": {"accuracy": 0.5, "by_category": {"math": {"accuracy": 0.125}}}}},
           "pairwise_agreement": {"prefs": {"M0": {"accuracy": 0.4, "consistency": 0.3, "first_position_rate": 0.9}}},
           "win_rate": {"M1_vs_M0": {"win_rate": 0.6, "win_rate_at_equal_length": 0.55}},
-          "win_rate_pointwise": {"M1_vs_M0": {"win_rate": 0.7, "win_rate_at_equal_length": None}}}
+          "win_rate_pointwise": {"M1_vs_M0": {"win_rate": 0.7, "win_rate_at_equal_length": None}},
+          "ifeval": {"M0": {"ifeval/score": 0.25, "ifeval/mean_response_chars": 812.0}, "M1": {"ifeval/score": 0.3}}}
     print_summary("RUN", {"eval": ev})
     out = capsys.readouterr().out
     assert "judge-human agreement (prefs): longer-wins baseline 0.675, M0 0.5" in out
@@ -197,6 +198,7 @@ def test_summary_prints_agreement_beside_the_length_baseline(capsys):
     assert "math: longer-wins 0.25, M0 0.125" in out
     assert "win rate M1 vs M0 (pairwise judge): 0.6 (at equal length 0.55)" in out
     assert "win rate M1 vs M0 (pointwise judge): 0.7 (at equal length -)" in out
+    assert "IFEval (strict avg of prompt/instruction level; mean answer chars): M0 0.25 (812), M1 0.3 (-)" in out
 
 
 def test_cache_recomputes_when_the_judge_changes(tmp_path):

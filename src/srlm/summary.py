@@ -60,4 +60,11 @@ def print_summary(run_dir: str, metrics: dict) -> None:
         for name, h in ev.get(group, {}).items():
             print(f"win rate {name.replace('_', ' ')} ({how} judge): {_fmt(h.get('win_rate'))} "
                   f"(at equal length {_fmt(h.get('win_rate_at_equal_length'))})")
+    # Judge-free evidence beside the judge's: IFEval's code-checked instructions, and answer length
+    # (IFEval punishes verbosity where an instruction limits length).
+    ifeval = {m: v for m, v in (ev.get("ifeval") or {}).items() if isinstance(v, dict)}
+    if ifeval:
+        print("IFEval (strict avg of prompt/instruction level; mean answer chars): "
+              + ", ".join(f"{m} {_fmt(v.get('ifeval/score'))} ({_fmt(v.get('ifeval/mean_response_chars'))})"
+                          for m, v in ifeval.items()))
     print(f"models: {run_dir}/models   metrics: {run_dir}/metrics.json   report: srlm report {run_dir}")
