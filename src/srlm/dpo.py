@@ -5,6 +5,9 @@ Training starts from the SFT anchor M1 (dpo.init=anchor, as the seed describes) 
 (dpo.init=previous); the DPO reference model is the model training starts from. With LoRA the
 reference is the same network with the adapter disabled; reference log-probabilities are
 computed once before training (precompute_ref_log_probs), so no second model is held.
+When any pair carries a `confidence` (CREAM's consistency, or a user's own column), training
+uses the confidence-weighted loss of weighted_dpo.py (pairs without one count as 1.0); otherwise
+TRL's DPOTrainer as it is.
 Output: DIR/models/M<t+1> (merged), DIR/iter_<t>/dpo_log.json.
 """
 
@@ -36,9 +39,15 @@ def start_model(cfg, rd, t: int) -> ModelRef:
     return ModelRef(rd.model(1 if cfg.dpo.init == "anchor" else t))
 
 
+def is_weighted(pairs: list[PairRecord]) -> bool:
+    """Whether the pairs need the weighted loss: any of them carries a confidence."""
+    return any(p.confidence is not None for p in pairs)
+
+
 def train(cfg, model, tok, pairs: list[PairRecord], ckpt: str):
-    """TRL's DPOTrainer with the config's settings, trained (resuming from ckpt if it holds a
-    checkpoint); returns the trainer. benchmarks/bench_dpo.py times exactly this."""
+    """TRL's DPOTrainer with the config's settings (WeightedDPOTrainer when is_weighted(pairs)),
+    trained (resuming from ckpt if it holds a checkpoint); returns the trainer.
+    benchmarks/bench_dpo.py times exactly this."""
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(
@@ -50,9 +59,14 @@ def train(cfg, model, tok, pairs: list[PairRecord], ckpt: str):
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
         precompute_ref_batch_size=cfg.dpo.precompute_batch_size or None,
     )
+    dataset, trainer_cls = to_conversational(pairs), DPOTrainer
+    if is_weighted(pairs):
+        from srlm.weighted_dpo import WeightedDPOTrainer, with_confidence
+
+        dataset, trainer_cls = with_confidence(dataset, [p.confidence for p in pairs]), WeightedDPOTrainer
     with cpu_log_probs():
-        trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(pairs),
-                             processing_class=tok, peft_config=lora_config(cfg.dpo), callbacks=[TrainerFaults()])
+        trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
+                              processing_class=tok, peft_config=lora_config(cfg.dpo), callbacks=[TrainerFaults()])
         progress.quiet_trainer(trainer)
         trainer.train(resume_from_checkpoint=last_checkpoint(ckpt))
     return trainer
@@ -76,4 +90,6 @@ def run(cfg, rd, t: int) -> dict:
     if is_main():
         write_json(rd.dpo_log(t), log)
     barrier()
-    return {"dpo/pairs": len(pairs), "dpo/start": os.path.basename(start.path)} | log_summary(log, "dpo")
+    # dpo/weighted only for weighted runs: a plain run's metrics stay as they were.
+    weighted = {"dpo/weighted": 1} if is_weighted(pairs) else {}
+    return {"dpo/pairs": len(pairs), "dpo/start": os.path.basename(start.path)} | weighted | log_summary(log, "dpo")

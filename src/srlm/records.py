@@ -66,10 +66,13 @@ class PairRecord:
     rejected: str
     chosen_id: str
     rejected_id: str
-    score_chosen: float
-    score_rejected: float
+    score_chosen: float | None  # None where no judge scored the pair (SPIN's gold, human pairs)
+    score_rejected: float | None
     chosen_length: int
     rejected_length: int
+    # Weight c_i of the pair in weighted DPO (weighted_dpo.py; CREAM's consistency); None = plain
+    # DPO. Files written before it existed load unchanged.
+    confidence: float | None = None
 
 
 _UMASK = os.umask(0)
