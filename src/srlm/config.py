@@ -165,6 +165,11 @@ class JudgeConfig(Section):
         "Cut a judgment once the same n-gram of this many tokens has occurred 3 times (a small model often "
         "repeats one sentence until the token cap); the cut judgment is scored from a forced prefix in "
         "expected mode, or counted as a failure in parsed mode. 0 = off (the paper).", ge=0)
+    model: str = F(
+        "", "Which model judges the candidates. Empty: the policy M_t judges itself (the paper). Otherwise a "
+        "frozen judge that never trains (RLAIF): M0 or M1 of this run (the models that exist before iteration 1), "
+        "a local model path, Hub id or 'embedded:...', or openai:MODEL@BASE_URL (key from backend.api_key_env). "
+        "A written constitution goes into the rubric through judge.template.")
 
 
 class PairsConfig(Section):
@@ -189,6 +194,15 @@ class PairsConfig(Section):
         if not values or not all(0 <= x <= 1 for x in values):
             raise ValueError("rho must be a number in [0, 1] or a non-empty list of them")
         return v
+
+    # method dpo_human (the paper's baseline: DPO on human preferences instead of self-rewards).
+    human_train: str | None = F(
+        None, "method dpo_human: the human preference file DPO trains on: pairwise JSONL {prompt, response_a, "
+        "response_b, label a|b|tie} (ties skipped), 'oasst:PATH' (Open Assistant trees: the best vs the worst "
+        "ranked reply of each first-turn prompt) or 'embedded:oasst'. Prompts that duplicate an evaluation prompt "
+        "(exactly, or ROUGE-L above eft_build.near_duplicate_threshold) are dropped first.")
+    max_human_train: int = F(0, "method dpo_human: use at most this many human pairs, a seeded subset (0 = all).",
+                             ge=0)
 
 
 class DPOConfig(Section):
@@ -267,11 +281,32 @@ class EvalConfig(Section):
     ifeval_max_new_tokens: int = F(1280, "Token cap for IFEval answers (lm-eval's default for IFEval: 1280).", ge=1)
 
 
+class SPINConfig(Section):
+    """SPIN (Chen et al. 2024, arXiv:2401.01335): method spin."""
+    samples_per_prompt: int = F(
+        1, "Pairs per prompt: the first this many of the prompt's sample.n samples each become a rejected answer "
+        "(paper: one sample per prompt; sample.n must be >= 2 in srlm, so the extra samples go unused).", ge=1)
+    replay: int = F(
+        1, "Iteration t also trains on the SPIN pairs of this many earlier iterations (paper: 1, iteration t "
+        "trains on its own pairs and those of t-1).", ge=0)
+
+
+class CREAMConfig(Section):
+    """CREAM (Wang et al. 2024, arXiv:2410.12735): method cream."""
+    consistency: Literal["dataset", "prompt"] = F(
+        "dataset", "Which consistency weights a pair: dataset (the mean of the per-prompt rates over the "
+        "iteration, every pair the same weight: the paper's Algorithm 1 and its code's consistency_avg) or prompt "
+        "(each pair its own prompt's rate, the code's consistency_dyn; a prompt without one takes the mean).")
+
+
 class Config(Section):
     output_dir: str = F("runs/default", "Run directory.", min_length=1)
     seed: int = F(42, "Seed for every sampling and training step.")
-    method: Literal["self_rewarding"] = F(
-        "self_rewarding", "The loop variant: self_rewarding (Yuan et al. 2024). docs/METHODS.md lists the methods.")
+    method: Literal["self_rewarding", "rlaif", "spin", "dpo_human", "cream"] = F(
+        "self_rewarding", "The loop variant: self_rewarding (Yuan et al. 2024); rlaif (the loop with a frozen AI "
+        "judge, judge.model); spin (SPIN: seed IFT answer over the model's own sample, no judge); dpo_human (one "
+        "DPO run from M1 on human preference pairs, pairs.human_train); cream (CREAM: the previous model also "
+        "judges, ranking consistency weights the DPO loss). docs/METHODS.md lists the methods.")
     iterations: int = F(2, "Self-rewarding iterations T (paper: 2, giving M2 and M3 after SFT's M1).", ge=0)
     model: ModelConfig = F(ModelConfig, "M0.")
     data: DataConfig = F(DataConfig, "Seed data.")
@@ -284,6 +319,8 @@ class Config(Section):
     dpo: DPOConfig = F(DPOConfig, "DPO.")
     backend: BackendConfig = F(BackendConfig, "Generation engine.")
     eval: EvalConfig = F(EvalConfig, "Evaluation.")
+    spin: SPINConfig = F(SPINConfig, "SPIN (method spin).")
+    cream: CREAMConfig = F(CREAMConfig, "CREAM (method cream).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -297,9 +334,32 @@ class Config(Section):
             problems.append("prompts.source=file needs prompts.file")
         if self.prompts.min_words > self.prompts.max_words:
             problems.append("prompts.min_words must not exceed prompts.max_words")
+        problems += self._judge_model_problems()
+        problems += self._method_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _judge_model_problems(self) -> list[str]:
+        out = []
+        if self.method == "rlaif" and not self.judge.model:
+            out.append("method rlaif needs a frozen judge: set judge.model (M1, M0, a model path or "
+                       "openai:MODEL@BASE_URL)")
+        spec = self.judge.model
+        if spec[:1] == "M" and spec[1:].isdigit() and int(spec[1:]) > 1:
+            out.append(f"judge.model {spec}: a frozen judge must exist before iteration 1 (M0 or M1); "
+                       "leave judge.model empty for the policy M_t to judge itself")
+        return out
+
+
+    def _method_problems(self) -> list[str]:
+        out = []
+        if self.method == "dpo_human":
+            if not self.pairs.human_train:
+                out.append("method dpo_human needs pairs.human_train (a human preference file)")
+            if self.iterations > 1:
+                out.append("method dpo_human is one offline DPO run from M1: iterations must be 0 or 1")
+        return out
 
 
 class ConfigError(ValueError):

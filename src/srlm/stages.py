@@ -8,9 +8,12 @@ generates with, and which config values its output depends on; pipeline.py does 
     for t in 1..T:
       prompts             M_t self-instruct               -> iter_t/prompts.jsonl
       sample              M_t, N candidates per prompt    -> iter_t/candidates.jsonl
-      judge               M_t, K rubric judgments each    -> iter_t/judgments.jsonl
+      judge               M_t (or judge.model), K rubric judgments each -> iter_t/judgments.jsonl
       pairs               highest vs lowest               -> iter_t/pairs.jsonl
       dpo                 DPO on the pairs                -> models/M_{t+1}
+
+Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
+    spin:       seed_prompts (seed IFT subset) -> sample -> spin_pairs (gold vs sample) -> dpo
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ class Stage:
     run: Callable  # run(cfg, rd, t, backend) -> stats
     model: Callable[[Config, RunDir, int], "ModelRef | str | None"] | None = None  # generation model, if any
     enabled: Callable[[Config], bool] = lambda cfg: True
+
+
+# Methods whose iterations leave out the self-rewarding rows (their own rows replace them).
+NO_SELF_INSTRUCT = ("spin",)  # prompts come from elsewhere
+NO_JUDGE = ("spin",)  # nothing judges the candidates
+OWN_PAIRS = ("spin",)  # pairs.jsonl comes from a row of the method's own
 
 
 def m0(cfg: Config) -> ModelRef:
@@ -103,6 +112,24 @@ def _run_pairs(cfg, rd, t, backend):
     return pairs.run(cfg, rd, t)
 
 
+def _run_seed_prompts(cfg, rd, t, backend):
+    from srlm import spin
+
+    return spin.run_prompts(cfg, rd, t)
+
+
+def _run_spin_pairs(cfg, rd, t, backend):
+    from srlm import spin
+
+    return spin.run_pairs(cfg, rd, t)
+
+
+def _spin_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
+    from srlm import spin
+
+    return [rd.prompts(t), rd.candidates(t), *_files(cfg.data.ift), *(p for _, p in spin.replay_sources(cfg, rd, t))]
+
+
 def _run_dpo(cfg, rd, t, backend):
     from srlm import dpo
 
@@ -113,6 +140,21 @@ def _eft_judge(cfg: Config, rd: RunDir, t: int):
     spec = cfg.eft_build.judge
     if spec == "M0":
         return m0(cfg)
+    if spec.startswith("openai:"):
+        return spec
+    return resolve(spec)
+
+
+def judge_model(cfg: Config, rd: RunDir, t: int):
+    """The model that judges iteration t: M_t itself (judge.model empty, the paper), or a frozen
+    judge (RLAIF): M0, M1, a model path / Hub id / embedded model, or an openai: endpoint."""
+    spec = cfg.judge.model
+    if not spec:
+        return model_ref(rd, t)
+    if spec == "M0":
+        return m0(cfg)
+    if spec[:1] == "M" and spec[1:].isdigit():
+        return ModelRef(rd.model(int(spec[1:])))
     if spec.startswith("openai:"):
         return spec
     return resolve(spec)
@@ -146,9 +188,11 @@ STAGES: list[Stage] = [
     Stage("sample", "iteration t: N candidates per prompt from M_t -> iter_<t>/candidates.jsonl", True,
           lambda rd, t: rd.candidates(t), lambda cfg, rd, t: [rd.model(t), rd.prompts(t)],
           ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t)),
-    Stage("judge", "iteration t: K rubric judgments per candidate by M_t -> iter_<t>/judgments.jsonl", True,
-          lambda rd, t: rd.judgments(t), lambda cfg, rd, t: [rd.model(t), rd.candidates(t), *_template(cfg)],
-          ("judge", *GENERATION_KEYS), _run_judge, model=lambda cfg, rd, t: model_ref(rd, t)),
+    Stage("judge", "iteration t: K rubric judgments per candidate by M_t (or the frozen judge.model) -> "
+          "iter_<t>/judgments.jsonl", True,
+          lambda rd, t: rd.judgments(t),
+          lambda cfg, rd, t: [_model_input(judge_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
+          ("judge", *GENERATION_KEYS), _run_judge, model=judge_model),
     Stage("pairs", "iteration t: highest vs lowest mean score per prompt -> iter_<t>/pairs.jsonl", True,
           lambda rd, t: rd.pairs(t), lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t)],
           ("pairs",), _run_pairs),
