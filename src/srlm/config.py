@@ -232,6 +232,38 @@ class DPOConfig(Section):
                              "TrainingArguments.report_to; logs go to the stage's checkpoint directory). Empty: none.")
 
 
+class MetaConfig(Section):
+    """Meta-Rewarding (Wu et al. 2024, arXiv:2407.19594): method meta_rewarding. The paper's sizes are
+    N = 7 responses per prompt (sample.n) and K = 11 judgments per response (judge.k); its length
+    control of actor pairs is pairs.rho."""
+    judge_iterations: list[int] = F(
+        lambda: [1, 2], "Iterations whose DPO also trains the judge on meta-judged judgment pairs (paper: 1 and 2 "
+        "of 4; later iterations train the actor only).")
+    temperature: float = F(0.7, "Meta-judge sampling temperature (not given in the paper; the judge's setting).",
+                           ge=0)
+    top_p: float = F(0.9, "Meta-judge nucleus sampling.", gt=0, le=1)
+    max_new_tokens: int = F(
+        256, "Token cap per meta-judgment (the prompt asks for at most 100 words of reasoning, then the "
+        "'Winner: Judgement A|B' line).", ge=1)
+    chunk_size: int = F(24, "Meta-judgments per chunk: the unit of resume after a crash.", ge=1)
+    max_chosen_words: int = F(
+        150, "Drop a judgment pair whose chosen judgment is longer than this many words (the paper drops judge "
+        "pairs with an over-long chosen judgment so the judge does not learn to ramble; its threshold is not "
+        "restated here: 150 words is the rubric's 100-word justification with room to spare). 0 = no limit.",
+        ge=0)
+    judge_pair_fraction: float | None = F(
+        None, "Share of judge pairs in the DPO set: judge pairs are capped at this fraction of actor + judge pairs "
+        "(a seeded subset is kept); null = every judge pair with every actor pair (the paper trains on both sets "
+        "together).", gt=0, lt=1)
+
+    @field_validator("judge_iterations")
+    @classmethod
+    def _iterations_positive(cls, v):
+        if any(t < 1 for t in v):
+            raise ValueError("iterations are numbered from 1")
+        return v
+
+
 class BackendConfig(Section):
     name: Literal["transformers", "openai", "vllm"] = F(
         "transformers",
@@ -302,11 +334,12 @@ class CREAMConfig(Section):
 class Config(Section):
     output_dir: str = F("runs/default", "Run directory.", min_length=1)
     seed: int = F(42, "Seed for every sampling and training step.")
-    method: Literal["self_rewarding", "rlaif", "spin", "dpo_human", "cream"] = F(
+    method: Literal["self_rewarding", "rlaif", "meta_rewarding", "spin", "dpo_human", "cream"] = F(
         "self_rewarding", "The loop variant: self_rewarding (Yuan et al. 2024); rlaif (the loop with a frozen AI "
         "judge, judge.model); spin (SPIN: seed IFT answer over the model's own sample, no judge); dpo_human (one "
         "DPO run from M1 on human preference pairs, pairs.human_train); cream (CREAM: the previous model also "
-        "judges, ranking consistency weights the DPO loss). docs/METHODS.md lists the methods.")
+        "judges, ranking consistency weights the DPO loss); meta_rewarding (Meta-Rewarding: M_t also "
+        "meta-judges its judgments and DPO trains the judge too, section meta). docs/METHODS.md lists the methods.")
     iterations: int = F(2, "Self-rewarding iterations T (paper: 2, giving M2 and M3 after SFT's M1).", ge=0)
     model: ModelConfig = F(ModelConfig, "M0.")
     data: DataConfig = F(DataConfig, "Seed data.")
@@ -319,6 +352,7 @@ class Config(Section):
     dpo: DPOConfig = F(DPOConfig, "DPO.")
     backend: BackendConfig = F(BackendConfig, "Generation engine.")
     eval: EvalConfig = F(EvalConfig, "Evaluation.")
+    meta: MetaConfig = F(MetaConfig, "Meta-Rewarding (method meta_rewarding).")
     spin: SPINConfig = F(SPINConfig, "SPIN (method spin).")
     cream: CREAMConfig = F(CREAMConfig, "CREAM (method cream).")
 
@@ -349,6 +383,8 @@ class Config(Section):
         if spec[:1] == "M" and spec[1:].isdigit() and int(spec[1:]) > 1:
             out.append(f"judge.model {spec}: a frozen judge must exist before iteration 1 (M0 or M1); "
                        "leave judge.model empty for the policy M_t to judge itself")
+        if self.method == "meta_rewarding" and spec:
+            out.append("method meta_rewarding trains M_t as its own judge and meta-judge: leave judge.model empty")
         return out
 
 

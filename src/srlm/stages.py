@@ -9,7 +9,9 @@ generates with, and which config values its output depends on; pipeline.py does 
       prompts             M_t self-instruct               -> iter_t/prompts.jsonl
       sample              M_t, N candidates per prompt    -> iter_t/candidates.jsonl
       judge               M_t (or judge.model), K rubric judgments each -> iter_t/judgments.jsonl
+      meta_judge          (meta_rewarding) M_t meta-judges its judgments -> iter_t/meta_judgments.jsonl
       pairs               highest vs lowest               -> iter_t/pairs.jsonl
+      judge_pairs         (meta_rewarding) best vs worst judgment -> iter_t/judge_pairs.jsonl
       dpo                 DPO on the pairs                -> models/M_{t+1}
 
 Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
@@ -42,6 +44,8 @@ class Stage:
     run: Callable  # run(cfg, rd, t, backend) -> stats
     model: Callable[[Config, RunDir, int], "ModelRef | str | None"] | None = None  # generation model, if any
     enabled: Callable[[Config], bool] = lambda cfg: True
+    # Which iterations a per-iteration stage runs in (Meta-Rewarding trains the judge in some only).
+    in_iteration: Callable[[Config, int], bool] = lambda cfg, t: True
 
 
 # Methods whose iterations leave out the self-rewarding rows (their own rows replace them).
@@ -130,6 +134,24 @@ def _spin_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
     return [rd.prompts(t), rd.candidates(t), *_files(cfg.data.ift), *(p for _, p in spin.replay_sources(cfg, rd, t))]
 
 
+def _run_meta_judge(cfg, rd, t, backend):
+    from srlm import meta_judge
+
+    return meta_judge.run(cfg, rd, t, backend)
+
+
+def _run_judge_pairs(cfg, rd, t, backend):
+    from srlm import meta_judge
+
+    return meta_judge.run_pairs(cfg, rd, t)
+
+
+def _trains_judge(cfg: Config, t: int) -> bool:
+    from srlm import meta_judge
+
+    return meta_judge.trains_judge(cfg, t)
+
+
 def _run_dpo(cfg, rd, t, backend):
     from srlm import dpo
 
@@ -184,7 +206,12 @@ STAGES: list[Stage] = [
           lambda cfg, rd, t: [_model_input(resolve(cfg.prompts.model)) if cfg.prompts.model else rd.model(t),
                               *_files(cfg.data.ift), *([cfg.prompts.file] if cfg.prompts.source == "file" else [])],
           ("prompts", "data.ift", "sample.max_new_tokens", *GENERATION_KEYS), _run_prompts,
-          model=lambda cfg, rd, t: resolve(cfg.prompts.model) if cfg.prompts.model else model_ref(rd, t)),
+          model=lambda cfg, rd, t: resolve(cfg.prompts.model) if cfg.prompts.model else model_ref(rd, t),
+          enabled=lambda cfg: cfg.method not in NO_SELF_INSTRUCT),
+    Stage("seed_prompts", "iteration t (spin): a seeded subset of the seed IFT prompts -> iter_<t>/prompts.jsonl",
+          True, lambda rd, t: rd.prompts(t), lambda cfg, rd, t: _files(cfg.data.ift),
+          ("seed", "data.ift", "prompts.num_prompts"), _run_seed_prompts,
+          enabled=lambda cfg: cfg.method == "spin"),
     Stage("sample", "iteration t: N candidates per prompt from M_t -> iter_<t>/candidates.jsonl", True,
           lambda rd, t: rd.candidates(t), lambda cfg, rd, t: [rd.model(t), rd.prompts(t)],
           ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t)),
@@ -192,12 +219,31 @@ STAGES: list[Stage] = [
           "iter_<t>/judgments.jsonl", True,
           lambda rd, t: rd.judgments(t),
           lambda cfg, rd, t: [_model_input(judge_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
-          ("judge", *GENERATION_KEYS), _run_judge, model=judge_model),
+          ("judge", *GENERATION_KEYS), _run_judge, model=judge_model,
+          enabled=lambda cfg: cfg.method not in NO_JUDGE),
+    Stage("meta_judge", "iteration t (meta_rewarding, t in meta.judge_iterations): M_t compares every pair of its "
+          "judgments of one candidate per prompt, in both orders -> iter_<t>/meta_judgments.jsonl", True,
+          lambda rd, t: rd.meta_judgments(t),
+          lambda cfg, rd, t: [rd.model(t), rd.candidates(t), rd.judgments(t), *_template(cfg)],
+          ("meta.temperature", "meta.top_p", "meta.max_new_tokens", "meta.chunk_size", "judge.template",
+           "judge.stop_repetition", *GENERATION_KEYS), _run_meta_judge, model=lambda cfg, rd, t: model_ref(rd, t),
+          enabled=lambda cfg: cfg.method == "meta_rewarding", in_iteration=_trains_judge),
     Stage("pairs", "iteration t: highest vs lowest mean score per prompt -> iter_<t>/pairs.jsonl", True,
           lambda rd, t: rd.pairs(t), lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t)],
-          ("pairs",), _run_pairs),
-    Stage("dpo", "iteration t: DPO on iter_<t>/pairs.jsonl -> models/M<t+1>", True,
-          lambda rd, t: rd.model(t + 1), lambda cfg, rd, t: [rd.pairs(t), _dpo_start(cfg, rd, t)],
+          ("pairs",), _run_pairs, enabled=lambda cfg: cfg.method not in OWN_PAIRS),
+    Stage("spin_pairs", "iteration t (spin): the seed's gold answer over M_t's sample, plus earlier iterations' "
+          "SPIN pairs -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t), _spin_pair_inputs,
+          ("spin", "data.ift"), _run_spin_pairs, enabled=lambda cfg: cfg.method == "spin"),
+    Stage("judge_pairs", "iteration t (meta_rewarding, t in meta.judge_iterations): position-weighted Elo over "
+          "the meta-judgments, best vs worst judgment -> iter_<t>/judge_pairs.jsonl", True,
+          lambda rd, t: rd.judge_pairs(t),
+          lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.meta_judgments(t), rd.pairs(t), *_template(cfg)],
+          ("seed", "meta.max_chosen_words", "meta.judge_pair_fraction", "judge.template"), _run_judge_pairs,
+          enabled=lambda cfg: cfg.method == "meta_rewarding", in_iteration=_trains_judge),
+    Stage("dpo", "iteration t: DPO on iter_<t>/pairs.jsonl (and judge_pairs.jsonl) -> models/M<t+1>", True,
+          lambda rd, t: rd.model(t + 1),
+          lambda cfg, rd, t: [rd.pairs(t), *([rd.judge_pairs(t)] if _trains_judge(cfg, t) else []),
+                              _dpo_start(cfg, rd, t)],
           ("seed", "model.dtype", "dpo"), _run_dpo),
 ]
 BY_NAME = {s.name: s for s in STAGES}
@@ -207,7 +253,7 @@ def schedule(cfg: Config) -> list[tuple[Stage, int]]:
     """Every (stage, iteration) of a run, in the order they run; t = 0 before the iterations."""
     out = [(s, 0) for s in STAGES if not s.per_iteration and s.enabled(cfg)]
     for t in range(1, cfg.iterations + 1):
-        out += [(s, t) for s in STAGES if s.per_iteration and s.enabled(cfg)]
+        out += [(s, t) for s in STAGES if s.per_iteration and s.enabled(cfg) and s.in_iteration(cfg, t)]
     return out
 
 
