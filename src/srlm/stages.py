@@ -16,6 +16,7 @@ generates with, and which config values its output depends on; pipeline.py does 
 
 Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
     spin:       seed_prompts (seed IFT subset) -> sample -> spin_pairs (gold vs sample) -> dpo
+    dpo_human:  human_pairs (pairs.human_train minus evaluation prompts) -> dpo, one iteration
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ class Stage:
 
 
 # Methods whose iterations leave out the self-rewarding rows (their own rows replace them).
-NO_SELF_INSTRUCT = ("spin",)  # prompts come from elsewhere
-NO_JUDGE = ("spin",)  # nothing judges the candidates
-OWN_PAIRS = ("spin",)  # pairs.jsonl comes from a row of the method's own
+NO_SELF_INSTRUCT = ("spin", "dpo_human")  # prompts come from elsewhere, or none are needed
+NO_SAMPLE = ("dpo_human",)  # the pairs' answers are not the model's
+NO_JUDGE = ("spin", "dpo_human")  # nothing judges the candidates
+OWN_PAIRS = ("spin", "dpo_human")  # pairs.jsonl comes from a row of the method's own
 
 
 def m0(cfg: Config) -> ModelRef:
@@ -152,6 +154,12 @@ def _trains_judge(cfg: Config, t: int) -> bool:
     return meta_judge.trains_judge(cfg, t)
 
 
+def _run_human_pairs(cfg, rd, t, backend):
+    from srlm import human_pairs
+
+    return human_pairs.run(cfg, rd, t)
+
+
 def _run_dpo(cfg, rd, t, backend):
     from srlm import dpo
 
@@ -214,7 +222,8 @@ STAGES: list[Stage] = [
           enabled=lambda cfg: cfg.method == "spin"),
     Stage("sample", "iteration t: N candidates per prompt from M_t -> iter_<t>/candidates.jsonl", True,
           lambda rd, t: rd.candidates(t), lambda cfg, rd, t: [rd.model(t), rd.prompts(t)],
-          ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t)),
+          ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t),
+          enabled=lambda cfg: cfg.method not in NO_SAMPLE),
     Stage("judge", "iteration t: K rubric judgments per candidate by M_t (or the frozen judge.model) -> "
           "iter_<t>/judgments.jsonl", True,
           lambda rd, t: rd.judgments(t),
@@ -234,6 +243,11 @@ STAGES: list[Stage] = [
     Stage("spin_pairs", "iteration t (spin): the seed's gold answer over M_t's sample, plus earlier iterations' "
           "SPIN pairs -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t), _spin_pair_inputs,
           ("spin", "data.ift"), _run_spin_pairs, enabled=lambda cfg: cfg.method == "spin"),
+    Stage("human_pairs", "iteration t (dpo_human): human preference pairs from pairs.human_train, evaluation "
+          "prompts removed -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
+          lambda cfg, rd, t: [*_files([cfg.pairs.human_train]), *eval_prompt_files(cfg)],
+          ("seed", "pairs.human_train", "pairs.max_human_train", "eft_build.near_duplicate_threshold",
+           "eval.prompts", "eval.human_prefs"), _run_human_pairs, enabled=lambda cfg: cfg.method == "dpo_human"),
     Stage("judge_pairs", "iteration t (meta_rewarding, t in meta.judge_iterations): position-weighted Elo over "
           "the meta-judgments, best vs worst judgment -> iter_<t>/judge_pairs.jsonl", True,
           lambda rd, t: rd.judge_pairs(t),
