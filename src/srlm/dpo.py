@@ -8,7 +8,8 @@ computed once before training (precompute_ref_log_probs), so no second model is 
 When any pair carries a `confidence` (CREAM's consistency, or a user's own column), training
 uses the confidence-weighted loss of weighted_dpo.py (pairs without one count as 1.0); otherwise
 TRL's DPOTrainer as it is.
-Output: DIR/models/M<t+1> (merged), DIR/iter_<t>/dpo_log.json.
+In Meta-Rewarding's judge-training iterations the set also holds iter_<t>/judge_pairs.jsonl
+(meta_judge.py). Output: DIR/models/M<t+1> (merged), DIR/iter_<t>/dpo_log.json.
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ def train(cfg, model, tok, pairs: list[PairRecord], ckpt: str):
 def run(cfg, rd, t: int) -> dict:
     model_dir = rd.model(t + 1)
     pairs = read_jsonl(rd.pairs(t), PairRecord)
+    # Meta-Rewarding: the judge trains too, on judge pairs beside the actor pairs (one DPO set).
+    from srlm import meta_judge
+
+    judge_pairs = meta_judge.dpo_pairs(cfg, rd, t)
+    mix = ({"dpo/actor_pairs": len(pairs), "dpo/judge_pairs": len(judge_pairs)}
+           if meta_judge.trains_judge(cfg, t) else {})
+    pairs = pairs + judge_pairs
     start = start_model(cfg, rd, t)
     model, tok = load_for_training(cfg, start)
     if not pairs:
@@ -83,7 +91,7 @@ def run(cfg, rd, t: int) -> dict:
         if is_main():
             save_model(model, tok, model_dir)
         barrier()
-        return {"dpo/pairs": 0, "dpo/skipped_no_pairs": 1}
+        return {"dpo/pairs": 0, "dpo/skipped_no_pairs": 1} | mix
     ckpt = rd.stage_checkpoint("dpo", t)
     trainer = train(cfg, model, tok, pairs, ckpt)
     log = finish(trainer, tok, model_dir, ckpt)
@@ -92,4 +100,5 @@ def run(cfg, rd, t: int) -> dict:
     barrier()
     # dpo/weighted only for weighted runs: a plain run's metrics stay as they were.
     weighted = {"dpo/weighted": 1} if is_weighted(pairs) else {}
-    return {"dpo/pairs": len(pairs), "dpo/start": os.path.basename(start.path)} | weighted | log_summary(log, "dpo")
+    return ({"dpo/pairs": len(pairs), "dpo/start": os.path.basename(start.path)} | weighted | mix
+            | log_summary(log, "dpo"))

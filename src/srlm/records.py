@@ -75,6 +75,32 @@ class PairRecord:
     confidence: float | None = None
 
 
+@dataclass
+class MetaJudgmentRecord:
+    """Meta-Rewarding: one meta-judgment, M_t comparing two of its own judgments of one candidate
+    (judgment_a shown first, as "Judgement A"). verdict "A" | "B" | None (unparsed: counts nowhere)."""
+    id: str
+    prompt_id: str
+    candidate_id: str
+    judgment_a: str  # JudgmentRecord ids
+    judgment_b: str
+    text: str
+    verdict: str | None
+    error: str | None  # why the text has no valid verdict line
+    finish_reason: str | None = None
+
+
+@dataclass
+class JudgePairRecord(PairRecord):
+    """Meta-Rewarding: a judge-training pair. prompt = the judge prompt (the rubric request for the
+    candidate), chosen / rejected = the highest / lowest rated judgment texts; score_chosen /
+    score_rejected are their Bradley-Terry log-strengths; lengths in characters as for PairRecord."""
+    candidate_id: str = ""
+    chosen_words: int = 0
+    rejected_words: int = 0
+    kind: str = "judge"
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

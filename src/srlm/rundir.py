@@ -6,6 +6,8 @@ with their provenance, live here and nowhere else.
     DIR/eft/eft.jsonl               EFT built from ranked human data (eft_build stage)
     DIR/models/M<t>                 merged models (M1 after SFT, M_{t+1} after iteration t's DPO)
     DIR/iter_<t>/prompts.jsonl, candidates.jsonl, judgments.jsonl, pairs.jsonl, dpo_log.json
+    DIR/iter_<t>/meta_judgments.jsonl, judge_pairs.jsonl  (Meta-Rewarding, meta_judge.py)
+    DIR/iter_<t>/judgments_prev.jsonl  (CREAM: the previous model judges, cream.py)
     DIR/eval/, DIR/report/, DIR/logs/<stage>.log, DIR/checkpoints/
 
 A finished output has a `<output>.done` marker: a JSON object with the stage's metrics
@@ -78,6 +80,16 @@ class RunDir:
 
     def pairs(self, t: int) -> str:
         return self.path(f"iter_{t}", "pairs.jsonl")
+
+    def judgments_prev(self, t: int) -> str:
+        """CREAM: the previous model's judgments of iteration t's candidates (cream.py)."""
+        return self.path(f"iter_{t}", "judgments_prev.jsonl")
+
+    def meta_judgments(self, t: int) -> str:
+        return self.path(f"iter_{t}", "meta_judgments.jsonl")
+
+    def judge_pairs(self, t: int) -> str:
+        return self.path(f"iter_{t}", "judge_pairs.jsonl")
 
     def dpo_log(self, t: int) -> str:
         return self.path(f"iter_{t}", "dpo_log.json")

@@ -17,6 +17,8 @@ generates with, and which config values its output depends on; pipeline.py does 
 Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
     spin:       seed_prompts (seed IFT subset) -> sample -> spin_pairs (gold vs sample) -> dpo
     dpo_human:  human_pairs (pairs.human_train minus evaluation prompts) -> dpo, one iteration
+    cream:      prompts -> sample -> judge -> judge_prev (M_{t-1}, M0 for t=1) -> cream_pairs
+                (pairs with the rankings' consistency as confidence) -> dpo (weighted loss)
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Stage:
 NO_SELF_INSTRUCT = ("spin", "dpo_human")  # prompts come from elsewhere, or none are needed
 NO_SAMPLE = ("dpo_human",)  # the pairs' answers are not the model's
 NO_JUDGE = ("spin", "dpo_human")  # nothing judges the candidates
-OWN_PAIRS = ("spin", "dpo_human")  # pairs.jsonl comes from a row of the method's own
+OWN_PAIRS = ("spin", "dpo_human", "cream")  # pairs.jsonl comes from a row of the method's own
 
 
 def m0(cfg: Config) -> ModelRef:
@@ -160,6 +162,23 @@ def _run_human_pairs(cfg, rd, t, backend):
     return human_pairs.run(cfg, rd, t)
 
 
+def _run_judge_prev(cfg, rd, t, backend):
+    from srlm import cream
+
+    return cream.run_judge_prev(cfg, rd, t, backend)
+
+
+def _run_cream_pairs(cfg, rd, t, backend):
+    from srlm import cream
+
+    return cream.run_pairs(cfg, rd, t)
+
+
+def previous_model(cfg: Config, rd: RunDir, t: int) -> ModelRef:
+    """CREAM's previous model of iteration t: M0 (before SFT) for t = 1, else M_{t-1}."""
+    return m0(cfg) if t == 1 else model_ref(rd, t - 1)
+
+
 def _run_dpo(cfg, rd, t, backend):
     from srlm import dpo
 
@@ -230,6 +249,11 @@ STAGES: list[Stage] = [
           lambda cfg, rd, t: [_model_input(judge_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
           ("judge", *GENERATION_KEYS), _run_judge, model=judge_model,
           enabled=lambda cfg: cfg.method not in NO_JUDGE),
+    Stage("judge_prev", "iteration t (cream): the previous model (M0 for t=1, else M_{t-1}) judges iteration t's "
+          "candidates -> iter_<t>/judgments_prev.jsonl", True, lambda rd, t: rd.judgments_prev(t),
+          lambda cfg, rd, t: [_model_input(previous_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
+          ("judge", *GENERATION_KEYS), _run_judge_prev, model=previous_model,
+          enabled=lambda cfg: cfg.method == "cream"),
     Stage("meta_judge", "iteration t (meta_rewarding, t in meta.judge_iterations): M_t compares every pair of its "
           "judgments of one candidate per prompt, in both orders -> iter_<t>/meta_judgments.jsonl", True,
           lambda rd, t: rd.meta_judgments(t),
@@ -248,6 +272,10 @@ STAGES: list[Stage] = [
           lambda cfg, rd, t: [*_files([cfg.pairs.human_train]), *eval_prompt_files(cfg)],
           ("seed", "pairs.human_train", "pairs.max_human_train", "eft_build.near_duplicate_threshold",
            "eval.prompts", "eval.human_prefs"), _run_human_pairs, enabled=lambda cfg: cfg.method == "dpo_human"),
+    Stage("cream_pairs", "iteration t (cream): highest vs lowest, each pair weighted by its rankings' consistency "
+          "(Kendall tau of judge and judge_prev) -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
+          lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.judgments_prev(t)],
+          ("pairs", "cream"), _run_cream_pairs, enabled=lambda cfg: cfg.method == "cream"),
     Stage("judge_pairs", "iteration t (meta_rewarding, t in meta.judge_iterations): position-weighted Elo over "
           "the meta-judgments, best vs worst judgment -> iter_<t>/judge_pairs.jsonl", True,
           lambda rd, t: rd.judge_pairs(t),
