@@ -10,6 +10,7 @@ SHARED = ("seed", "model", "data", "sft", "eft_build", "eval", "backend", "judge
 
 @pytest.mark.parametrize("name, extra_same", [
     ("cream", ("prompts", "sample", "pairs")),
+    ("scir", ("prompts", "sample", "pairs", "dpo")),
     ("spin", ()),
     ("dpo-human", ()),
 ])

@@ -334,12 +334,13 @@ class CREAMConfig(Section):
 class Config(Section):
     output_dir: str = F("runs/default", "Run directory.", min_length=1)
     seed: int = F(42, "Seed for every sampling and training step.")
-    method: Literal["self_rewarding", "rlaif", "meta_rewarding", "spin", "dpo_human", "cream"] = F(
+    method: Literal["self_rewarding", "rlaif", "meta_rewarding", "spin", "dpo_human", "cream", "scir"] = F(
         "self_rewarding", "The loop variant: self_rewarding (Yuan et al. 2024); rlaif (the loop with a frozen AI "
         "judge, judge.model); spin (SPIN: seed IFT answer over the model's own sample, no judge); dpo_human (one "
         "DPO run from M1 on human preference pairs, pairs.human_train); cream (CREAM: the previous model also "
         "judges, ranking consistency weights the DPO loss); meta_rewarding (Meta-Rewarding: M_t also "
-        "meta-judges its judgments and DPO trains the judge too, section meta). docs/METHODS.md lists the methods.")
+        "meta-judges its judgments and DPO trains the judge too, section meta); scir (SCIR's cheap variant: keep "
+        "a pair only when the DPO implicit reward orders it as the judge does). docs/METHODS.md lists the methods.")
     iterations: int = F(2, "Self-rewarding iterations T (paper: 2, giving M2 and M3 after SFT's M1).", ge=0)
     model: ModelConfig = F(ModelConfig, "M0.")
     data: DataConfig = F(DataConfig, "Seed data.")

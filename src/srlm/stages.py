@@ -19,6 +19,8 @@ Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
     dpo_human:  human_pairs (pairs.human_train minus evaluation prompts) -> dpo, one iteration
     cream:      prompts -> sample -> judge -> judge_prev (M_{t-1}, M0 for t=1) -> cream_pairs
                 (pairs with the rankings' consistency as confidence) -> dpo (weighted loss)
+    scir:       prompts -> sample -> judge -> scir_pairs (pairs the DPO implicit reward also orders
+                chosen-first) -> dpo
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class Stage:
 NO_SELF_INSTRUCT = ("spin", "dpo_human")  # prompts come from elsewhere, or none are needed
 NO_SAMPLE = ("dpo_human",)  # the pairs' answers are not the model's
 NO_JUDGE = ("spin", "dpo_human")  # nothing judges the candidates
-OWN_PAIRS = ("spin", "dpo_human", "cream")  # pairs.jsonl comes from a row of the method's own
+OWN_PAIRS = ("spin", "dpo_human", "cream", "scir")  # pairs.jsonl comes from a row of the method's own
 
 
 def m0(cfg: Config) -> ModelRef:
@@ -179,6 +181,18 @@ def previous_model(cfg: Config, rd: RunDir, t: int) -> ModelRef:
     return m0(cfg) if t == 1 else model_ref(rd, t - 1)
 
 
+def implicit_reference(cfg: Config, rd: RunDir, t: int) -> ModelRef:
+    """SCIR: the model M_t was trained from, the reference of its DPO implicit reward: M0 for M1
+    (SFT's start), else where iteration t-1's DPO started (M1 with dpo.init=anchor, else M_{t-1})."""
+    return m0(cfg) if t == 1 else ModelRef(_dpo_start(cfg, rd, t - 1))
+
+
+def _run_scir_pairs(cfg, rd, t, backend):
+    from srlm import scir
+
+    return scir.run_pairs(cfg, rd, t, implicit_reference(cfg, rd, t))
+
+
 def _run_dpo(cfg, rd, t, backend):
     from srlm import dpo
 
@@ -276,6 +290,12 @@ STAGES: list[Stage] = [
           "(Kendall tau of judge and judge_prev) -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
           lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.judgments_prev(t)],
           ("pairs", "cream"), _run_cream_pairs, enabled=lambda cfg: cfg.method == "cream"),
+    Stage("scir_pairs", "iteration t (scir): highest vs lowest, kept where M_t's DPO implicit reward (against the "
+          "model it trained from) also prefers chosen -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
+          lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.model(t),
+                              _model_input(implicit_reference(cfg, rd, t))],
+          ("pairs", "seed", "model.dtype", "dpo.beta", "dpo.max_length", "dpo.init"), _run_scir_pairs,
+          enabled=lambda cfg: cfg.method == "scir"),
     Stage("judge_pairs", "iteration t (meta_rewarding, t in meta.judge_iterations): position-weighted Elo over "
           "the meta-judgments, best vs worst judgment -> iter_<t>/judge_pairs.jsonl", True,
           lambda rd, t: rd.judge_pairs(t),
