@@ -89,3 +89,38 @@ def test_unreadable_marker_means_not_built(tiny_run, tmp_path):
     assert freshness(BY_NAME["pairs"], cfg, rd, 2) == (False, "not built")
     os.remove(rd.marker_path(rd.pairs(2)))
     assert freshness(BY_NAME["pairs"], cfg, rd, 2) == (False, "not built")
+
+
+def test_a_key_added_by_a_newer_srlm_does_not_make_finished_stages_stale(tiny_run, tmp_path):
+    from srlm.config import with_overrides
+
+    run = copy_run(tiny_run, tmp_path)
+    rd = RunDir(run)
+    cfg = load_config(rd.config)
+    stage, t = BY_NAME["judge"], 2
+    out = stage.output(rd, t)
+    marker = rd.read_marker(out)
+    assert marker["config_values"]["judge"]["model"] == ""
+    # As an older srlm wrote it: no judge.model key, so a different digest.
+    old = json.loads(json.dumps(marker["config_values"]))
+    del old["judge"]["model"]
+    rd.write_marker(out, marker["stats"], marker["inputs"], "digest-of-fewer-keys", marker["overrides"], old)
+    assert freshness(stage, cfg, rd, t) == (True, "")
+    # A key the record lacks that this run sets away from its default is a change.
+    assert cfg.judge.stop_repetition != 0
+    unset = json.loads(json.dumps(marker["config_values"]))
+    del unset["judge"]["stop_repetition"]
+    rd.write_marker(out, marker["stats"], marker["inputs"], "x", marker["overrides"], unset)
+    assert freshness(stage, cfg, rd, t) == (False, "config changed")
+    rd.write_marker(out, marker["stats"], marker["inputs"], "x", marker["overrides"], old)
+    # A value that differs is a change; so is a recorded key the config no longer has.
+    assert freshness(stage, with_overrides(cfg, ["judge.k=5"]), rd, t) == (False, "config changed")
+    gone = json.loads(json.dumps(marker["config_values"]))
+    gone["judge"]["retired_key"] = 1
+    rd.write_marker(out, marker["stats"], marker["inputs"], marker["config"], marker["overrides"], gone)
+    assert freshness(stage, cfg, rd, t) == (False, "config changed")
+    # Markers from before values were recorded compare by digest.
+    rd.write_marker(out, marker["stats"], marker["inputs"], marker["config"], marker["overrides"])
+    assert freshness(stage, cfg, rd, t) == (True, "")
+    rd.write_marker(out, marker["stats"], marker["inputs"], "other", marker["overrides"])
+    assert freshness(stage, cfg, rd, t) == (False, "config changed")

@@ -77,8 +77,37 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def stage_values(stage: Stage, cfg: Config) -> dict:
+    """The config values a stage's output depends on (its `keys`), as plain JSON values."""
+    return {k: _plain(get(cfg, k)) for k in stage.keys}
+
+
 def stage_config(stage: Stage, cfg: Config) -> str:
-    return config_digest({k: _plain(get(cfg, k)) for k in stage.keys})
+    return config_digest(stage_values(stage, cfg))
+
+
+def same_config(recorded: dict | None, digest: str | None, stage: Stage, cfg: Config) -> bool:
+    """Whether a marker's recorded config values still hold. A key the record lacks was added
+    by a newer srlm: at its default it is no change (an upgrade must not rebuild finished
+    stages), set otherwise it is. Records from before values were kept compare by digest."""
+    if recorded is None:
+        return digest == stage_config(stage, cfg)
+    return _matches(recorded, stage_values(stage, cfg), stage_values(stage, Config()))
+
+
+def _matches(recorded, current, default) -> bool:
+    if not (isinstance(recorded, dict) and isinstance(current, dict)):
+        return recorded == current
+    default = default if isinstance(default, dict) else {}
+    for k in set(recorded) | set(current):
+        if k not in current:
+            return False
+        if k not in recorded:
+            if k not in default or current[k] != default[k]:
+                return False
+        elif not _matches(recorded[k], current[k], default.get(k)):
+            return False
+    return True
 
 
 def _plain(v):
@@ -129,7 +158,7 @@ def freshness(stage: Stage, cfg: Config, rd: RunDir, t: int) -> tuple[bool, str]
         changed = sorted(set(inputs) ^ set(marker["inputs"]) | {p for p in inputs if marker["inputs"].get(p) != inputs[p]})
         return False, f"inputs changed ({', '.join(changed[:3])})"
     expected = with_overrides(cfg, marker.get("overrides") or [])
-    if marker.get("config") != stage_config(stage, expected):
+    if not same_config(marker.get("config_values"), marker.get("config"), stage, expected):
         return False, "config changed"
     return True, ""
 
@@ -147,7 +176,8 @@ def run_stage(stage: Stage, cfg: Config, rd: RunDir, t: int, backends: Backends 
             raise ConfigError(f"{stage.name} (iteration {t}): its input {os.path.relpath(p, rd.root)} is not built; "
                               "run the earlier stages first")
     inputs = rd.input_digests(paths)
-    cdig = stage_config(stage, cfg)
+    values = stage_values(stage, cfg)
+    cdig = config_digest(values)
     if is_main():
         if rd.read_marker(out) is not None:
             if not force:
@@ -155,8 +185,10 @@ def run_stage(stage: Stage, cfg: Config, rd: RunDir, t: int, backends: Backends 
                       file=sys.stderr)
             rd.remove(out)
         # Chunks and checkpoints of a killed run are reused only if they came from the same inputs.
-        started = {"inputs": inputs, "config": cdig}
-        if read_json(out + ".started", None) != started:
+        started = {"inputs": inputs, "config": cdig, "config_values": values}
+        before = read_json(out + ".started", None)
+        if not (isinstance(before, dict) and before.get("inputs") == inputs
+                and same_config(before.get("config_values"), before.get("config"), stage, cfg)):
             rd.remove(out)
             shutil.rmtree(rd.stage_checkpoint(stage.name, t), ignore_errors=True)
             os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -176,7 +208,7 @@ def run_stage(stage: Stage, cfg: Config, rd: RunDir, t: int, backends: Backends 
         # Metrics first: a kill between the two leaves an unfinished stage, never a finished one
         # whose numbers are missing.
         update_metrics(rd.root, metrics_group(stage, t), stats)
-        rd.write_marker(out, stats, inputs, cdig, overrides)
+        rd.write_marker(out, stats, inputs, cdig, overrides, values)
         rd.clear_partials(out)
     barrier()
     return stats, True

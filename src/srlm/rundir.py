@@ -7,12 +7,13 @@ with their provenance, live here and nowhere else.
     DIR/models/M<t>                 merged models (M1 after SFT, M_{t+1} after iteration t's DPO)
     DIR/iter_<t>/prompts.jsonl, candidates.jsonl, judgments.jsonl, pairs.jsonl, dpo_log.json
     DIR/iter_<t>/meta_judgments.jsonl, judge_pairs.jsonl  (Meta-Rewarding, meta_judge.py)
-    DIR/iter_<t>/judgments_prev.jsonl  (CREAM: the previous model judges, cream.py)
+    DIR/iter_<t>/judgments_prev.jsonl or implicit_rewards.jsonl  (CREAM's two rankings, cream.py)
     DIR/eval/, DIR/report/, DIR/logs/<stage>.log, DIR/checkpoints/
 
 A finished output has a `<output>.done` marker: a JSON object with the stage's metrics
 ("stats"), the digests of the inputs it was built from ("inputs"), the digest of the config
-values it used ("config"), the command-line overrides it ran with ("overrides") and its own
+values it used ("config") and those values ("config_values", so a key a newer srlm adds at its
+default does not make it stale), the command-line overrides it ran with ("overrides") and its own
 digest, which downstream stages record as their input. A stage whose recorded inputs or config
 no longer match is stale and runs again (see pipeline.py).
 """
@@ -85,6 +86,10 @@ class RunDir:
         """CREAM: the previous model's judgments of iteration t's candidates (cream.py)."""
         return self.path(f"iter_{t}", "judgments_prev.jsonl")
 
+    def implicit_rewards(self, t: int) -> str:
+        """CREAM: the current and previous model's implicit rewards of iteration t's candidates (cream.py)."""
+        return self.path(f"iter_{t}", "implicit_rewards.jsonl")
+
     def meta_judgments(self, t: int) -> str:
         return self.path(f"iter_{t}", "meta_judgments.jsonl")
 
@@ -146,8 +151,10 @@ class RunDir:
         return os.path.exists(output) and self.read_marker(output) is not None
 
     def write_marker(self, output: str, stats: dict, inputs: dict[str, str], config_digest: str,
-                     overrides: list[str] | None = None) -> dict:
+                     overrides: list[str] | None = None, config_values: dict | None = None) -> dict:
         body = {"stats": stats, "inputs": inputs, "config": config_digest, "overrides": list(overrides or [])}
+        if config_values is not None:
+            body["config_values"] = config_values
         body["digest"] = _sha(json.dumps(body, sort_keys=True))
         atomic_write_text(self.marker_path(output), json.dumps(body, indent=1, ensure_ascii=False))
         return body
