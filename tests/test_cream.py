@@ -1,5 +1,6 @@
-"""CREAM (method: cream): confidences from the two rankings by hand, and the loop end to end on the
-tiny model (judgments_prev, confidences in pairs.jsonl, the weighted DPO loss)."""
+"""CREAM (method: cream): confidences from the two rankings by hand, sequence log-probs against
+TRL's, and the loop end to end on the tiny model with either ranking (implicit rewards, or
+judge + judgments_prev), confidences in pairs.jsonl and the weighted DPO loss."""
 
 import json
 import os
@@ -74,7 +75,7 @@ def test_previous_model_of_iteration():
     assert previous_model(cfg, rd, 3).path == rd.model(2) and cream.previous_model_name(3) == "M2"
 
 
-def test_cream_loop_end_to_end(tmp_path, tiny_run_args):
+def test_cream_judge_loop_end_to_end(tmp_path, tiny_run_args):
     """Expected judge scores, so both models score every candidate (M0, a random tiny model, never
     writes a score line) and the rankings have few ties: every prompt gets a consistency. Prompts
     from a file and one SFT epoch keep it short (nothing here needs M1 to write prompts)."""
@@ -83,9 +84,9 @@ def test_cream_loop_end_to_end(tmp_path, tiny_run_args):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Write one sentence about {t}."}) + "\n"
                                for t in ("the moon", "a dog", "snow", "tea")))
-    assert main(["run", "--config", "tiny", *tiny_run_args, "method=cream", "judge.scoring=expected",
-                 "cream.consistency=prompt", "prompts.source=file", f"prompts.file={prompts}",
-                 "sft.epochs=1"]) == 0
+    assert main(["run", "--config", "tiny", *tiny_run_args, "method=cream", "cream.reward=judge",
+                 "judge.scoring=expected", "cream.consistency=prompt", "prompts.source=file",
+                 f"prompts.file={prompts}", "sft.epochs=1"]) == 0
     run = tiny_run_args[0].split("=", 1)[1]
     metrics = json.load(open(os.path.join(run, "metrics.json")))
     for t in (1, 2):
@@ -108,3 +109,79 @@ def test_cream_loop_end_to_end(tmp_path, tiny_run_args):
         assert all(c is not None and 0 <= c <= 1 for c in expected)
         assert m["dpo/weighted"] == 1 and "dpo/confidence/mean" in m
     assert os.path.exists(os.path.join(run, "models", "M3.done"))
+
+
+def test_sequence_logps_agree_with_trl(tmp_path, tiny_model, tiny_run_args):
+    """cream.sequence_logps (one sequence at a time) against TRL's own forward (scir.implicit_margins):
+    the DPO margin built from either is the same."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from srlm import scir
+    from srlm.config import load_config
+    from srlm.modeling import ModelRef
+
+    policy_dir = str(tmp_path / "policy")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(policy_dir)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(policy_dir)
+    pairs = [PairRecord(f"p{i}", f"p{i}", f"Tell me about {t}.", f"{t} is a fine thing to talk about.", f"{t}?",
+                        "c", "r", 2.0, 1.0, 1, 1) for i, t in enumerate(["tea", "snow", "a lamp"])]
+    cfg = load_config("tiny", tiny_run_args)
+    lp = cream.implicit_rewards(cfg, [ModelRef(policy_dir), ModelRef(tiny_model)],
+                                [(p.prompt, x) for p in pairs for x in (p.chosen, p.rejected)])
+    pol, ref = lp[str(ModelRef(policy_dir))], lp[str(ModelRef(tiny_model))]
+    ours = [cfg.dpo.beta * ((pol[2 * i] - ref[2 * i]) - (pol[2 * i + 1] - ref[2 * i + 1])) for i in range(3)]
+    theirs = scir.implicit_margins(cfg, ModelRef(policy_dir), ModelRef(tiny_model), pairs, str(tmp_path / "w"))
+    assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-5) and max(map(abs, ours)) > 1e-3
+    assert all(x < 0 for x in pol)  # log-probs of whole answers
+
+
+def test_cream_implicit_loop_end_to_end(tmp_path, tiny_run_args):
+    """The paper's CREAM: no judge; rankings by implicit rewards (M1 against M0 and M0's likelihood in
+    iteration 1, M2 against M1 and M1 against M0 in iteration 2, dpo.init=previous)."""
+    from srlm.cli import main
+    from srlm.config import load_config
+    from srlm.modeling import ModelRef
+    from srlm.records import ImplicitRewardRecord
+    from srlm.rundir import RunDir
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Write one sentence about {t}."}) + "\n"
+                               for t in ("the moon", "a dog", "snow", "tea")))
+    assert main(["run", "--config", "tiny", *tiny_run_args, "method=cream", "cream.consistency=prompt",
+                 "dpo.init=previous", "prompts.source=file", f"prompts.file={prompts}", "sft.epochs=1"]) == 0
+    rd = RunDir(tiny_run_args[0].split("=", 1)[1])
+    cfg = load_config(rd.config)
+    assert cfg.cream.reward == "implicit"  # the paper's, the default
+    metrics = json.load(open(rd.metrics))
+    for t in (1, 2):
+        assert not os.path.exists(rd.judgments(t)) and not os.path.exists(rd.judgments_prev(t))
+        cands = read_jsonl(rd.candidates(t), CandidateRecord)
+        rewards = read_jsonl(rd.implicit_rewards(t), ImplicitRewardRecord)
+        assert [r.candidate_id for r in rewards] == [c.id for c in cands]
+        cur = {r.candidate_id: r.current for r in rewards}
+        prev = {r.candidate_id: r.previous for r in rewards}
+        built, _ = build_pairs(cands, cur)
+        expected, stats = cream.confidences(built, cur, prev, {c.id: c.prompt_id for c in cands}, "prompt")
+        pairs = read_jsonl(rd.pairs(t), PairRecord)
+        assert pairs and [p.id for p in pairs] == [p.id for p in built]
+        assert [p.confidence for p in pairs] == pytest.approx(expected)
+        assert all(p.score_chosen > p.score_rejected for p in pairs)
+        m = metrics[f"iter_{t}"]
+        assert m["cream/consistency_mean"] == pytest.approx(stats["cream/consistency_mean"])
+        assert m["dpo/weighted"] == 1 and "judge/judgments" not in m
+    # Iteration 2's rewards, recomputed: current = log pi_M2 - log pi_M1, previous = log pi_M1 - log pi_M0.
+    items = [(c.prompt, c.response) for c in cands]
+    m0 = ModelRef(cfg.model.name_or_path)
+    lp = cream.implicit_rewards(cfg, [ModelRef(rd.model(2)), ModelRef(rd.model(1)), m0], items)
+    l2, l1, l0 = lp[str(ModelRef(rd.model(2)))], lp[str(ModelRef(rd.model(1)))], lp[str(m0)]
+    assert [r.current for r in rewards] == pytest.approx([a - b for a, b in zip(l2, l1)], abs=1e-4)
+    assert [r.previous for r in rewards] == pytest.approx([a - b for a, b in zip(l1, l0)], abs=1e-4)
+    # Iteration 1: M1 and M0 (reference and likelihood, loaded once); 2: M2, M1 (twice), M0.
+    assert [metrics[f"iter_{t}"]["cream_rewards/models_loaded"] for t in (1, 2)] == [2, 3]
+    assert os.path.exists(rd.model(3) + ".done")

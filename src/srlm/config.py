@@ -329,6 +329,11 @@ class CREAMConfig(Section):
         "dataset", "Which consistency weights a pair: dataset (the mean of the per-prompt rates over the "
         "iteration, every pair the same weight: the paper's Algorithm 1 and its code's consistency_avg) or prompt "
         "(each pair its own prompt's rate, the code's consistency_dyn; a prompt without one takes the mean).")
+    reward: Literal["implicit", "judge"] = F(
+        "implicit", "What ranks the candidates, for the pairs and for the consistency: implicit (the paper and its "
+        "code: the DPO implicit reward log pi(y|x) - log pi_ref(y|x) of the current model against the model it "
+        "trained from, and of the previous model likewise, the likelihood of M0 in iteration 1; no judge runs) or "
+        "judge (the rubric judge's mean score by M_t and by the previous model, stage judge_prev).")
 
 
 class Config(Section):

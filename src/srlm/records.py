@@ -76,6 +76,16 @@ class PairRecord:
 
 
 @dataclass
+class ImplicitRewardRecord:
+    """CREAM: a candidate's DPO implicit reward log pi(y|x) - log pi_ref(y|x) (summed over the
+    answer's tokens) under the current model and under the previous one (cream.py)."""
+    candidate_id: str
+    prompt_id: str
+    current: float
+    previous: float
+
+
+@dataclass
 class MetaJudgmentRecord:
     """Meta-Rewarding: one meta-judgment, M_t comparing two of its own judgments of one candidate
     (judgment_a shown first, as "Judgement A"). verdict "A" | "B" | None (unparsed: counts nowhere)."""

@@ -17,8 +17,9 @@ generates with, and which config values its output depends on; pipeline.py does 
 Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
     spin:       seed_prompts (seed IFT subset) -> sample -> spin_pairs (gold vs sample) -> dpo
     dpo_human:  human_pairs (pairs.human_train minus evaluation prompts) -> dpo, one iteration
-    cream:      prompts -> sample -> judge -> judge_prev (M_{t-1}, M0 for t=1) -> cream_pairs
-                (pairs with the rankings' consistency as confidence) -> dpo (weighted loss)
+    cream:      prompts -> sample -> cream_rewards (implicit rewards of M_t and M_{t-1}; or, with
+                cream.reward=judge, judge + judge_prev: M_{t-1}, M0 for t=1, judges too) ->
+                cream_pairs (pairs with the rankings' consistency as confidence) -> dpo (weighted)
     scir:       prompts -> sample -> judge -> scir_pairs (pairs the DPO implicit reward also orders
                 chosen-first) -> dpo
 """
@@ -187,6 +188,29 @@ def implicit_reference(cfg: Config, rd: RunDir, t: int) -> ModelRef:
     return m0(cfg) if t == 1 else ModelRef(_dpo_start(cfg, rd, t - 1))
 
 
+def _cream_implicit(cfg: Config) -> bool:
+    return cfg.method == "cream" and cfg.cream.reward == "implicit"
+
+
+def cream_models(cfg: Config, rd: RunDir, t: int) -> tuple[tuple, tuple]:
+    """CREAM's implicit rewards: ((M_t, its reference), (previous model, its reference)); the
+    previous model of iteration 1 is M0, scored by its likelihood (reference None)."""
+    previous = (m0(cfg), None) if t == 1 else (model_ref(rd, t - 1), implicit_reference(cfg, rd, t - 1))
+    return (model_ref(rd, t), implicit_reference(cfg, rd, t)), previous
+
+
+def _run_cream_rewards(cfg, rd, t, backend):
+    from srlm import cream
+
+    return cream.run_rewards(cfg, rd, t, *cream_models(cfg, rd, t))
+
+
+def _cream_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
+    if _cream_implicit(cfg):
+        return [rd.candidates(t), rd.implicit_rewards(t)]
+    return [rd.candidates(t), rd.judgments(t), rd.judgments_prev(t)]
+
+
 def _run_scir_pairs(cfg, rd, t, backend):
     from srlm import scir
 
@@ -262,12 +286,18 @@ STAGES: list[Stage] = [
           lambda rd, t: rd.judgments(t),
           lambda cfg, rd, t: [_model_input(judge_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
           ("judge", *GENERATION_KEYS), _run_judge, model=judge_model,
-          enabled=lambda cfg: cfg.method not in NO_JUDGE),
+          enabled=lambda cfg: cfg.method not in NO_JUDGE and not _cream_implicit(cfg)),
     Stage("judge_prev", "iteration t (cream): the previous model (M0 for t=1, else M_{t-1}) judges iteration t's "
           "candidates -> iter_<t>/judgments_prev.jsonl", True, lambda rd, t: rd.judgments_prev(t),
           lambda cfg, rd, t: [_model_input(previous_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
           ("judge", *GENERATION_KEYS), _run_judge_prev, model=previous_model,
-          enabled=lambda cfg: cfg.method == "cream"),
+          enabled=lambda cfg: cfg.method == "cream" and cfg.cream.reward == "judge"),
+    Stage("cream_rewards", "iteration t (cream): implicit rewards log pi - log pi_ref of the candidates under M_t "
+          "and under the previous model (M0's likelihood for t=1) -> iter_<t>/implicit_rewards.jsonl", True,
+          lambda rd, t: rd.implicit_rewards(t),
+          lambda cfg, rd, t: [rd.candidates(t), *(_model_input(m) for pair in cream_models(cfg, rd, t)
+                                                   for m in pair if m is not None)],
+          ("seed", "model.dtype", "dpo.init", "cream.reward"), _run_cream_rewards, enabled=_cream_implicit),
     Stage("meta_judge", "iteration t (meta_rewarding, t in meta.judge_iterations): M_t compares every pair of its "
           "judgments of one candidate per prompt, in both orders -> iter_<t>/meta_judgments.jsonl", True,
           lambda rd, t: rd.meta_judgments(t),
@@ -287,9 +317,8 @@ STAGES: list[Stage] = [
           ("seed", "pairs.human_train", "pairs.max_human_train", "eft_build.near_duplicate_threshold",
            "eval.prompts", "eval.human_prefs"), _run_human_pairs, enabled=lambda cfg: cfg.method == "dpo_human"),
     Stage("cream_pairs", "iteration t (cream): highest vs lowest, each pair weighted by its rankings' consistency "
-          "(Kendall tau of judge and judge_prev) -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
-          lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.judgments_prev(t)],
-          ("pairs", "cream"), _run_cream_pairs, enabled=lambda cfg: cfg.method == "cream"),
+          "(Kendall tau of the current and the previous model's rankings) -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
+          _cream_pair_inputs, ("pairs", "cream"), _run_cream_pairs, enabled=lambda cfg: cfg.method == "cream"),
     Stage("scir_pairs", "iteration t (scir): highest vs lowest, kept where M_t's DPO implicit reward (against the "
           "model it trained from) also prefers chosen -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
           lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.model(t),
