@@ -171,3 +171,20 @@ def test_bad_bytes_in_whole_file_json_and_template(tmp_path):
         checks.check_inputs(cfg)
     assert f"[judge.template] {template}:3: not UTF-8 at byte 20" in str(e.value)  # 9 + 11 bytes before
     assert f"[eval.human_prefs] {panda}:1: not UTF-8 at byte 18" in str(e.value)  # after '[{"instruction": "' (18 bytes)
+
+
+def test_frozen_judge_and_human_train_are_checked_before_compute(tmp_path, no_model_loads):
+    bad = tmp_path / "human.jsonl"
+    bad.write_text(jl(pair("a"), pair("maybe")))
+    cfg = load_config(None, ["method=dpo_human", f"pairs.human_train={bad}", "iterations=1",
+                             f"judge.model={tmp_path}/no_judge/"])
+    with pytest.raises(InputError) as e:
+        checks.check_inputs(cfg)
+    msg = str(e.value)
+    assert f"[pairs.human_train] {bad}:2: 'label' must be 'a', 'b' or 'tie' (got 'maybe')" in msg
+    assert f"[judge.model] {tmp_path}/no_judge/: model path does not exist" in msg
+    # A model of the run itself (M1) exists only later: not checked here.
+    bad.write_text(jl(pair("a"), pair("b")))
+    counts = checks.check_inputs(load_config(None, ["method=dpo_human", f"pairs.human_train={bad}",
+                                                    "iterations=1", "judge.model=M1"]))
+    assert counts["human_pairs/groups_in"] == 2

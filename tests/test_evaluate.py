@@ -213,3 +213,15 @@ def test_cache_recomputes_when_the_judge_changes(tmp_path):
     assert not _cached(out, {"judge": "self", "scoring": "expected"})
     assert not _cached(out, {"judge": "openai:m@http://x"})
     assert _cached(out, {"judge": "self", "k": 3})  # a marker from before a setting was recorded still counts
+
+
+def test_summary_shows_method_rows_only_when_a_run_has_them(capsys):
+    from srlm.summary import print_summary
+
+    plain = {"iter_1": {"pairs/kept": 3}, "iter_2": {"pairs/kept": 4}}
+    print_summary("RUN", plain)
+    out = capsys.readouterr().out
+    assert "pairs kept" in out and "CREAM consistency" not in out and "judge pairs" not in out
+    print_summary("RUN", {"iter_1": {"cream/consistency_mean": 0.25}, "iter_2": {"cream/consistency_mean": 0.5}})
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("CREAM consistency")]
+    assert row and row[0].split()[-2:] == ["0.25", "0.5"]

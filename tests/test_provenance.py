@@ -124,3 +124,10 @@ def test_a_key_added_by_a_newer_srlm_does_not_make_finished_stages_stale(tiny_ru
     assert freshness(stage, cfg, rd, t) == (True, "")
     rd.write_marker(out, marker["stats"], marker["inputs"], "other", marker["overrides"])
     assert freshness(stage, cfg, rd, t) == (False, "config changed")
+
+
+def test_stage_command_of_another_method_is_refused(tmp_path, capsys):
+    # judge-prev belongs to CREAM: on a self-rewarding run its output would feed nothing.
+    assert main(["judge-prev", str(tmp_path / "run"), "--iteration", "1"]) == 2
+    assert "has no judge_prev stage" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run" / "iter_1")

@@ -10,7 +10,8 @@ modeling.resolve), so a check and a stage can never disagree on what is valid:
     eval.human_prefs, eval.prompts     labels a/b/tie, PandaLM annotator votes 0/1/2, prompt sets
     prompts.file                       when prompts.source=file
     eft_build.sources, eft_build.judge when eft_build.enabled
-    model.name_or_path, prompts.model, eval.judge
+    pairs.human_train                  when method=dpo_human (ranked groups or labelled pairs)
+    model.name_or_path, prompts.model, eval.judge, judge.model
                                        a local model or GGUF file exists, the embedded model's
                                        package is installed; a Hub id or openai: judge is taken
                                        as is (checked offline: nothing is downloaded)
@@ -136,6 +137,8 @@ def check_inputs(cfg) -> dict:
         _check_prompt_set(c, "prompts.file", cfg.prompts.file, "prompts/file")
     if cfg.eft_build.enabled:
         _check_eft_build(c, cfg)
+    if cfg.method == "dpo_human" and cfg.pairs.human_train:
+        _check_human_train(c, cfg)
     if c.problems:
         n = len(c.problems)
         if n == 1:
@@ -153,6 +156,10 @@ def _check_models(c: _Check, cfg) -> None:
         c.model("eval.judge", cfg.eval.judge)
     if cfg.eft_build.enabled and cfg.eft_build.judge != "M0":
         c.model("eft_build.judge", cfg.eft_build.judge)
+    # A frozen judge (RLAIF) named by path, Hub id or endpoint; M<k> is a model of the run itself.
+    judge = cfg.judge.model
+    if judge and not (judge[:1] == "M" and judge[1:].isdigit()):
+        c.model("judge.model", judge)
 
 
 def _check_template(c: _Check, cfg) -> str | None:
@@ -237,3 +244,15 @@ def _check_eft_build(c: _Check, cfg) -> None:
         over += sum(len(g.prompt) + max(map(len, g.replies)) > limit for g in found)
     c.counts.update({"eft_build/groups": groups, "eft_build/groups_empty": empty,
                      "eft_build/groups_over_long": over, "eft_build/ties_skipped": ties})
+
+
+def _check_human_train(c: _Check, cfg) -> None:
+    # The same loader as the human_pairs stage (eft_build.load_groups), so they cannot disagree.
+    from srlm import eft_build
+
+    source = cfg.pairs.human_train
+    if c.read_files("pairs.human_train", source) is None:
+        return
+    got = c.load("pairs.human_train", source, lambda: eft_build.load_groups([source], first_turn_only=True))
+    if got is not None:
+        c.counts["human_pairs/groups_in"] = len(got[0])

@@ -175,6 +175,12 @@ def _dispatch(args) -> int:
     if stage_name in BY_NAME:
         stage = BY_NAME[stage_name]
         cfg, overrides, new = _config_for_dir(args.run_dir, args.config, args.overrides)
+        if not stage.enabled(cfg) or (stage.per_iteration and not stage.in_iteration(cfg, args.iteration)):
+            # e.g. `srlm judge-prev` on a self-rewarding run: its output would feed nothing.
+            where = f" in iteration {args.iteration}" if stage.per_iteration and stage.enabled(cfg) else ""
+            print(f"srlm {args.command}: this run (method {cfg.method}) has no {stage.name} stage{where}; "
+                  f"`srlm {args.command} --help` says when it runs", file=sys.stderr)
+            return 2
         from srlm.checks import check_inputs
 
         check_inputs(cfg)

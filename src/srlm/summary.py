@@ -26,6 +26,16 @@ ROWS = [
     ("DPO reward margin", "dpo/rewards/margins"),
     ("iteration wall time (s)", "iteration/wall_s"),
 ]
+# Rows of the loop's variants (docs/METHODS.md), printed only when a run has them.
+METHOD_ROWS = [
+    ("length control rho", "pairs/rho"),
+    ("meta-judge parse failures", "meta/parse_failures"),
+    ("meta-judge first-position rate", "meta/position_bias"),
+    ("judge pairs (Meta-Rewarding)", "meta/judge_pairs"),
+    ("CREAM consistency", "cream/consistency_mean"),
+    ("SCIR agreement", "scir/agreement_rate"),
+    ("confidence-weighted DPO", "dpo/weighted"),
+]
 
 
 def print_summary(run_dir: str, metrics: dict) -> None:
@@ -36,9 +46,10 @@ def print_summary(run_dir: str, metrics: dict) -> None:
         print(f"SFT: {s.get('sft/ift_examples', '-')} IFT + {s.get('sft/eft_examples', '-')} EFT examples, "
               f"final loss {_fmt(s.get('sft/loss'))}")
     if iters:
-        width = max(len(r[0]) for r in ROWS)
+        width = max(len(r[0]) for r in ROWS + METHOD_ROWS)
         print(" " * width + "".join(f"{k:>12}" for k in iters))
-        for label, key in ROWS:
+        rows = ROWS + [(label, key) for label, key in METHOD_ROWS if any(key in metrics[k] for k in iters)]
+        for label, key in rows:
             print(f"{label:<{width}}" + "".join(f"{_fmt(metrics[k].get(key)):>12}" for k in iters))
     ev = metrics.get("eval", {})
     # Every judge figure beside the baseline it must beat: "the longer response wins".
