@@ -336,16 +336,57 @@ class CREAMConfig(Section):
         "judge (the rubric judge's mean score by M_t and by the previous model, stage judge_prev).")
 
 
+class DNOConfig(Section):
+    """DNO, practical batched version (Rosset et al. 2024, arXiv:2404.03715, Algorithm 2 and section 5):
+    method dno. Its prompts are the seed_prompts row's (as SPIN's): a seeded subset of
+    prompts.num_prompts prompts of the reference set, which holds the reference answers."""
+    reference: str = F(
+        "seed", "Where each prompt's reference response comes from (the paper: GPT-4-Turbo's answer). seed: the "
+        "seed IFT answer (data.ift); else one source in data.ift's formats holding a stronger model's answers, e.g. "
+        "a JSONL of {prompt, response}. The prompts are drawn from the same set: self-instruct prompts have no "
+        "reference answer.", min_length=1)
+    margin: float = F(
+        1.0, "Keep a pair with the reference on one side only if the score gap is at least this (and > 0), in "
+        "rubric points of the 0-5 judge. The paper keeps large-margin pairs on its annotator's own scale; 1.0 is "
+        "srlm's choice.", ge=0)
+    self_margin: float = F(
+        1.5, "The stricter margin when both sides are the policy's own samples (the paper is stricter with "
+        "self-play pairs); must be >= dno.margin. 1.5 is srlm's choice.", ge=0)
+    repetition_ngram: int = F(
+        8, "A sample in which one n-gram of this many words occurs 3 times is an automatic negative: rejected "
+        "against every other candidate of its prompt, never chosen, whatever its score (the paper drops or "
+        "penalises degenerate repetitive samples; the n is srlm's choice). 0 = off.", ge=0)
+    replay: list[float] = F(
+        lambda: [0.3, 0.15], "Share of the final pair set replayed from earlier iterations' own pairs: element l-1 "
+        "for iteration t-l (paper: at most 30% from t-1 and 15% from t-2); each a seeded sample, and fewer when "
+        "that iteration has too few pairs. [] = no replay.")
+
+    @field_validator("replay")
+    @classmethod
+    def _replay_rates(cls, v):
+        if any(r < 0 for r in v) or sum(v) >= 1:
+            raise ValueError("replay rates must be >= 0 and sum to less than 1")
+        return v
+
+    @model_validator(mode="after")
+    def _margins(self) -> "DNOConfig":
+        if self.self_margin < self.margin:
+            raise ValueError("dno.self_margin must be >= dno.margin (self-play pairs need the larger gap)")
+        return self
+
+
 class Config(Section):
     output_dir: str = F("runs/default", "Run directory.", min_length=1)
     seed: int = F(42, "Seed for every sampling and training step.")
-    method: Literal["self_rewarding", "rlaif", "meta_rewarding", "spin", "dpo_human", "cream", "scir"] = F(
+    method: Literal["self_rewarding", "rlaif", "meta_rewarding", "spin", "dpo_human", "cream", "scir", "dno"] = F(
         "self_rewarding", "The loop variant: self_rewarding (Yuan et al. 2024); rlaif (the loop with a frozen AI "
         "judge, judge.model); spin (SPIN: seed IFT answer over the model's own sample, no judge); dpo_human (one "
         "DPO run from M1 on human preference pairs, pairs.human_train); cream (CREAM: the previous model also "
         "judges, ranking consistency weights the DPO loss); meta_rewarding (Meta-Rewarding: M_t also "
         "meta-judges its judgments and DPO trains the judge too, section meta); scir (SCIR's cheap variant: keep "
-        "a pair only when the DPO implicit reward orders it as the judge does). docs/METHODS.md lists the methods.")
+        "a pair only when the DPO implicit reward orders it as the judge does); dno (DNO, batched: the judge scores M_t's "
+        "samples and a reference answer, every pair above a margin, replay of earlier pairs, section dno). "
+        "docs/METHODS.md lists the methods.")
     iterations: int = F(2, "Self-rewarding iterations T (paper: 2, giving M2 and M3 after SFT's M1).", ge=0)
     model: ModelConfig = F(ModelConfig, "M0.")
     data: DataConfig = F(DataConfig, "Seed data.")
@@ -361,6 +402,7 @@ class Config(Section):
     meta: MetaConfig = F(MetaConfig, "Meta-Rewarding (method meta_rewarding).")
     spin: SPINConfig = F(SPINConfig, "SPIN (method spin).")
     cream: CREAMConfig = F(CREAMConfig, "CREAM (method cream).")
+    dno: DNOConfig = F(DNOConfig, "DNO, batched (method dno).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
