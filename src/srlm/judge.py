@@ -97,8 +97,10 @@ def judge_texts(backend: Backend, template: str, items: list[tuple[str, str]], k
                                                                              seed)]
 
 
-def run(cfg, rd, t: int, backend: Backend | None) -> dict:
-    cands = read_jsonl(rd.candidates(t), CandidateRecord)
+def run(cfg, rd, t: int, backend: Backend | None, files: list[str] | None = None) -> dict:
+    """The judge stage over `files` of CandidateRecord (default: iter_<t>/candidates.jsonl; DNO
+    adds its reference answers, stages.judged_files), judged in file order."""
+    cands = [c for f in (files or [rd.candidates(t)]) for c in read_jsonl(f, CandidateRecord)]
     template = rubric.load_template(cfg.judge.template)
 
     def work(chunk: list[CandidateRecord], seed: int) -> list[dict]:

@@ -8,6 +8,7 @@ with their provenance, live here and nowhere else.
     DIR/iter_<t>/prompts.jsonl, candidates.jsonl, judgments.jsonl, pairs.jsonl, dpo_log.json
     DIR/iter_<t>/meta_judgments.jsonl, judge_pairs.jsonl  (Meta-Rewarding, meta_judge.py)
     DIR/iter_<t>/judgments_prev.jsonl or implicit_rewards.jsonl  (CREAM's two rankings, cream.py)
+    DIR/iter_<t>/references.jsonl   DNO's reference answers, judged with the candidates (dno.py)
     DIR/eval/, DIR/report/, DIR/logs/<stage>.log, DIR/checkpoints/
 
 A finished output has a `<output>.done` marker: a JSON object with the stage's metrics
@@ -89,6 +90,10 @@ class RunDir:
     def implicit_rewards(self, t: int) -> str:
         """CREAM: the current and previous model's implicit rewards of iteration t's candidates (cream.py)."""
         return self.path(f"iter_{t}", "implicit_rewards.jsonl")
+
+    def references(self, t: int) -> str:
+        """DNO: one reference answer per prompt of iteration t, a CandidateRecord the judge scores too (dno.py)."""
+        return self.path(f"iter_{t}", "references.jsonl")
 
     def meta_judgments(self, t: int) -> str:
         return self.path(f"iter_{t}", "meta_judgments.jsonl")

@@ -41,8 +41,10 @@ def seed_index(pid: str) -> int:
     return int(pid.rsplit(ID_TAG, 1)[1])
 
 
-def run_prompts(cfg, rd, t: int) -> dict:
-    ift = data.load_ift(cfg.data.ift)
+def run_prompts(cfg, rd, t: int, sources: list[str] | None = None) -> dict:
+    """The seed_prompts stage; `sources` (default data.ift) is where the prompts and their gold
+    answers come from (DNO may take them from a file of a stronger model's answers)."""
+    ift = data.load_ift(sources or cfg.data.ift)
     recs = [PromptRecord(prompt_id(t, i), ift[i].prompt, "seed", t)
             for i in seed_subset(len(ift), cfg.prompts.num_prompts, cfg.seed)]
     if is_main():

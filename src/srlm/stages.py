@@ -22,6 +22,9 @@ Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
                 cream_pairs (pairs with the rankings' consistency as confidence) -> dpo (weighted)
     scir:       prompts -> sample -> judge -> scir_pairs (pairs the DPO implicit reward also orders
                 chosen-first) -> dpo
+    dno:        seed_prompts (reference set subset) -> sample -> dno_reference (each prompt's reference
+                answer -> iter_t/references.jsonl) -> judge (candidates and references) -> dno_pairs
+                (every pair above a margin, plus replay of earlier iterations' pairs) -> dpo
 """
 
 from __future__ import annotations
@@ -55,10 +58,10 @@ class Stage:
 
 
 # Methods whose iterations leave out the self-rewarding rows (their own rows replace them).
-NO_SELF_INSTRUCT = ("spin", "dpo_human")  # prompts come from elsewhere, or none are needed
+NO_SELF_INSTRUCT = ("spin", "dpo_human", "dno")  # prompts come from elsewhere, or none are needed
 NO_SAMPLE = ("dpo_human",)  # the pairs' answers are not the model's
 NO_JUDGE = ("spin", "dpo_human")  # nothing judges the candidates
-OWN_PAIRS = ("spin", "dpo_human", "cream", "scir")  # pairs.jsonl comes from a row of the method's own
+OWN_PAIRS = ("spin", "dpo_human", "cream", "scir", "dno")  # pairs.jsonl comes from a row of the method's own
 
 
 def m0(cfg: Config) -> ModelRef:
@@ -111,10 +114,15 @@ def _run_sample(cfg, rd, t, backend):
     return sample.run(cfg, rd, t, backend)
 
 
+def judged_files(cfg: Config, rd: RunDir, t: int) -> list[str]:
+    """What the judge stage scores: the candidates, and DNO's reference answers after them."""
+    return [rd.candidates(t), *([rd.references(t)] if cfg.method == "dno" else [])]
+
+
 def _run_judge(cfg, rd, t, backend):
     from srlm import judge
 
-    return judge.run(cfg, rd, t, backend)
+    return judge.run(cfg, rd, t, backend, judged_files(cfg, rd, t))
 
 
 def _run_pairs(cfg, rd, t, backend):
@@ -123,10 +131,37 @@ def _run_pairs(cfg, rd, t, backend):
     return pairs.run(cfg, rd, t)
 
 
+def seed_sources(cfg: Config) -> list[str]:
+    """Where seed_prompts draws from: the seed IFT data (SPIN), or DNO's reference set."""
+    if cfg.method == "dno":
+        from srlm import dno
+
+        return dno.reference_sources(cfg)
+    return list(cfg.data.ift)
+
+
 def _run_seed_prompts(cfg, rd, t, backend):
     from srlm import spin
 
-    return spin.run_prompts(cfg, rd, t)
+    return spin.run_prompts(cfg, rd, t, seed_sources(cfg))
+
+
+def _run_dno_reference(cfg, rd, t, backend):
+    from srlm import dno
+
+    return dno.run_references(cfg, rd, t)
+
+
+def _run_dno_pairs(cfg, rd, t, backend):
+    from srlm import dno
+
+    return dno.run_pairs(cfg, rd, t)
+
+
+def _dno_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
+    from srlm import dno
+
+    return [rd.candidates(t), rd.references(t), rd.judgments(t), *(p for _, p in dno.replay_sources(cfg, rd, t))]
 
 
 def _run_spin_pairs(cfg, rd, t, backend):
@@ -273,18 +308,23 @@ STAGES: list[Stage] = [
           ("prompts", "data.ift", "sample.max_new_tokens", *GENERATION_KEYS), _run_prompts,
           model=lambda cfg, rd, t: resolve(cfg.prompts.model) if cfg.prompts.model else model_ref(rd, t),
           enabled=lambda cfg: cfg.method not in NO_SELF_INSTRUCT),
-    Stage("seed_prompts", "iteration t (spin): a seeded subset of the seed IFT prompts -> iter_<t>/prompts.jsonl",
-          True, lambda rd, t: rd.prompts(t), lambda cfg, rd, t: _files(cfg.data.ift),
-          ("seed", "data.ift", "prompts.num_prompts"), _run_seed_prompts,
-          enabled=lambda cfg: cfg.method == "spin"),
+    Stage("seed_prompts", "iteration t (spin, dno): a seeded subset of the seed IFT prompts (dno: of its reference "
+          "set) -> iter_<t>/prompts.jsonl",
+          True, lambda rd, t: rd.prompts(t), lambda cfg, rd, t: _files(seed_sources(cfg)),
+          ("seed", "data.ift", "prompts.num_prompts", "dno.reference"), _run_seed_prompts,
+          enabled=lambda cfg: cfg.method in ("spin", "dno")),
     Stage("sample", "iteration t: N candidates per prompt from M_t -> iter_<t>/candidates.jsonl", True,
           lambda rd, t: rd.candidates(t), lambda cfg, rd, t: [rd.model(t), rd.prompts(t)],
           ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t),
           enabled=lambda cfg: cfg.method not in NO_SAMPLE),
+    Stage("dno_reference", "iteration t (dno): each prompt's reference answer (dno.reference), one more candidate "
+          "for the judge -> iter_<t>/references.jsonl", True, lambda rd, t: rd.references(t),
+          lambda cfg, rd, t: [rd.prompts(t), *_files(seed_sources(cfg))],
+          ("data.ift", "dno.reference", "sample.n"), _run_dno_reference, enabled=lambda cfg: cfg.method == "dno"),
     Stage("judge", "iteration t: K rubric judgments per candidate by M_t (or the frozen judge.model) -> "
           "iter_<t>/judgments.jsonl", True,
           lambda rd, t: rd.judgments(t),
-          lambda cfg, rd, t: [_model_input(judge_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
+          lambda cfg, rd, t: [_model_input(judge_model(cfg, rd, t)), *judged_files(cfg, rd, t), *_template(cfg)],
           ("judge", *GENERATION_KEYS), _run_judge, model=judge_model,
           enabled=lambda cfg: cfg.method not in NO_JUDGE and not _cream_implicit(cfg)),
     Stage("judge_prev", "iteration t (cream): the previous model (M0 for t=1, else M_{t-1}) judges iteration t's "
@@ -311,6 +351,10 @@ STAGES: list[Stage] = [
     Stage("spin_pairs", "iteration t (spin): the seed's gold answer over M_t's sample, plus earlier iterations' "
           "SPIN pairs -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t), _spin_pair_inputs,
           ("spin", "data.ift"), _run_spin_pairs, enabled=lambda cfg: cfg.method == "spin"),
+    Stage("dno_pairs", "iteration t (dno): every pair of candidates and reference whose score gap reaches the "
+          "margin, repetitive samples as negatives, plus replayed pairs of earlier iterations -> "
+          "iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t), _dno_pair_inputs,
+          ("seed", "dno", "pairs.min_valid_judgments"), _run_dno_pairs, enabled=lambda cfg: cfg.method == "dno"),
     Stage("human_pairs", "iteration t (dpo_human): human preference pairs from pairs.human_train, evaluation "
           "prompts removed -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
           lambda cfg, rd, t: [*_files([cfg.pairs.human_train]), *eval_prompt_files(cfg)],
