@@ -12,6 +12,7 @@ SHARED = ("seed", "model", "data", "sft", "eft_build", "eval", "backend", "judge
     ("cream", ("prompts", "sample", "pairs")),
     ("scir", ("prompts", "sample", "pairs", "dpo")),
     ("spin", ()),
+    ("dno", ("prompts", "sample", "pairs")),
     ("dpo-human", ()),
 ])
 def test_method_config_matches_default(name, extra_same):
