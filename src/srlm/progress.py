@@ -24,7 +24,8 @@ LIBRARIES = ("transformers", "trl", "datasets", "peft", "accelerate", "huggingfa
 # of which DPO ~0.6 and judging ~1.1); eval is counted with the stage it follows.
 WEIGHTS = {"eft_build": 3.0, "sft": 4.0, "prompts": 0.5, "sample": 0.8, "judge": 1.2, "pairs": 0.05, "dpo": 0.8,
            "eval": 1.5, "meta_judge": 1.5, "judge_prev": 1.2, "cream_rewards": 0.4, "scir_pairs": 0.4,
-           "seed_prompts": 0.05, "spin_pairs": 0.05, "human_pairs": 0.05, "cream_pairs": 0.05, "judge_pairs": 0.05}
+           "seed_prompts": 0.05, "spin_pairs": 0.05, "human_pairs": 0.05, "cream_pairs": 0.05, "judge_pairs": 0.05,
+           "dno_reference": 0.05, "dno_pairs": 0.05}
 
 
 class _State:

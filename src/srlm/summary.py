@@ -35,6 +35,8 @@ METHOD_ROWS = [
     ("CREAM consistency", "cream/consistency_mean"),
     ("SCIR agreement", "scir/agreement_rate"),
     ("confidence-weighted DPO", "dpo/weighted"),
+    ("DNO pairs against the reference", "dno/pairs_reference"),
+    ("DNO pairs replayed", "dno/replayed"),
 ]
 
 
