@@ -86,9 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="one report over several run directories (methods side by side)",
                        description="Write OUT/index.html and OUT/report.md comparing runs that share a seed and an "
                        "evaluation set: judge-human agreement beside the length heuristic, win rates, answer "
-                       "length and pairs per iteration, wall time.")
+                       "length and pairs per iteration, wall time; with --h2h-judge, win rates of each run's "
+                       "final model against the others' and their common M1, by one judge.")
     p.add_argument("run_dirs", nargs="+", metavar="DIR")
     p.add_argument("--out", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--h2h-judge", metavar="SPEC",
+                   help="judge every run's final model and the first run's M1 against each other, pointwise and "
+                   "pairwise, from the answers `srlm eval` left in DIR/eval/: M<k> (the first run's model), a local "
+                   "model path, or openai:MODEL@BASE_URL; verdicts cached in OUT/cross/")
 
     p = sub.add_parser("config", help="print the resolved config, or --list every key with its help")
     p.add_argument("--config", metavar="FILE")
@@ -222,7 +227,7 @@ def _dispatch(args) -> int:
     if args.command == "compare":
         from srlm import report
 
-        print(report.build_compare(args.run_dirs, args.out))
+        print(report.build_compare(args.run_dirs, args.out, h2h_judge=args.h2h_judge))
         return 0
     return 1
 

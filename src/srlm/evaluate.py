@@ -501,19 +501,26 @@ def pairwise_agreement(cfg, run_dir: str, src: HumanSource, label: str, judge_ba
 
 def compare(cfg, run_dir: str, x: str, y: str, judge_backend) -> dict:
     """Pairwise head-to-head. Output: DIR/eval/h2h_<x>_vs_<y>.jsonl."""
-    out = os.path.join(run_dir, "eval", f"h2h_{x}_vs_{y}.jsonl")
     ax = {r["id"]: r for r in read_jsonl(os.path.join(run_dir, "eval", f"answers_{x}.jsonl"))}
     ay = {r["id"]: r for r in read_jsonl(os.path.join(run_dir, "eval", f"answers_{y}.jsonl"))}
+    return pairwise_h2h(cfg, ax, ay, os.path.join(run_dir, "eval", f"h2h_{x}_vs_{y}.jsonl"), {"judge": cfg.eval.judge},
+                        judge_backend, derive_seed(cfg.seed, "h2h", x, y), f"{x} vs {y}")
+
+
+def pairwise_h2h(cfg, ax: dict, ay: dict, out: str, info: dict, judge_backend, seed: int, what: str) -> dict:
+    """head_to_head of answers ax vs ay ({id: answers row}) on their common prompts, each asked
+    in both orders; the verdicts are cached in `out` and redone when `info` (the judge) changes.
+    Used by compare() and by `srlm compare --h2h-judge` (report/cross.py)."""
     ids = [i for i in ax if i in ay]
-    if not is_done(out):
-        print(f"eval: {x} vs {y} on {len(ids)} prompts, both orders (judge: {cfg.eval.judge})", flush=True)
-        ab, ba = pairwise_verdicts(cfg, judge_backend, [(ax[i]["prompt"], ax[i]["answer"], ay[i]["answer"]) for i in ids],
-                                   derive_seed(cfg.seed, "h2h", x, y))
+    if not _cached(out, info):
+        print(f"eval: {what} on {len(ids)} prompts, both orders (judge: {info.get('judge')})", flush=True)
+        ab, ba = pairwise_verdicts(cfg, judge_backend, [(ax[i]["prompt"], ax[i]["answer"], ay[i]["answer"])
+                                                        for i in ids], seed)
         rows = [{"id": i, "verdict_xy": ab[k][0], "verdict_yx": ba[k][0], "text_xy": ab[k][2], "text_yx": ba[k][2],
                  "error_xy": ab[k][1], "error_yx": ba[k][1], "len_x": len(ax[i]["answer"]), "len_y": len(ay[i]["answer"])}
                 for k, i in enumerate(ids)]
         write_jsonl(out, rows)
-        mark_done(out, {"judge": cfg.eval.judge})
+        mark_done(out, info)
     rows = read_jsonl(out)
     return head_to_head([r["verdict_xy"] for r in rows], [r["verdict_yx"] for r in rows],
                         [r["len_x"] for r in rows], [r["len_y"] for r in rows], seed=cfg.seed)
@@ -522,15 +529,23 @@ def compare(cfg, run_dir: str, x: str, y: str, judge_backend) -> dict:
 def pointwise_scores(cfg, run_dir: str, model: str, label: str, judge_backend) -> dict[str, list]:
     """Rubric scores (k = eval.k) of one model's eval answers by one judge, judged once and
     reused by every comparison. Output: DIR/eval/pointwise_<model>_by_<judge>.jsonl."""
-    out = os.path.join(run_dir, "eval", f"pointwise_{model}_by_{label}.jsonl")
     info = {"judge": cfg.eval.judge, "judge_model": label, "scoring": getattr(cfg.judge, "scoring", "parsed"),
             "k": cfg.eval.k}
+    return score_answers(cfg, os.path.join(run_dir, "eval", f"answers_{model}.jsonl"),
+                         os.path.join(run_dir, "eval", f"pointwise_{model}_by_{label}.jsonl"), info, judge_backend,
+                         derive_seed(cfg.seed, "pointwise", model, label), f"rubric judge {label} scoring", model)
+
+
+def score_answers(cfg, answers_path: str, out: str, info: dict, judge_backend, seed: int, what: str,
+                  model: str) -> dict[str, list]:
+    """{id: rubric scores (k = eval.k, judge.scoring mode)} of the answers in answers_path,
+    cached in `out` and redone when `info` (judge, scoring, k) changes. Used by pointwise_scores()
+    and by `srlm compare --h2h-judge` (report/cross.py)."""
     if not _cached(out, info):
-        answers = read_jsonl(os.path.join(run_dir, "eval", f"answers_{model}.jsonl"))
-        print(f"eval: rubric judge {label} scoring {len(answers)} answers of {model} (k={cfg.eval.k})", flush=True)
+        answers = read_jsonl(answers_path)
+        print(f"eval: {what} {len(answers)} answers of {model} (k={cfg.eval.k})", flush=True)
         judged = judge_texts(judge_backend, rubric.load_template(cfg.judge.template),
-                             [(r["prompt"], r["answer"]) for r in answers], cfg.eval.k, cfg.judge,
-                             derive_seed(cfg.seed, "pointwise", model, label))
+                             [(r["prompt"], r["answer"]) for r in answers], cfg.eval.k, cfg.judge, seed)
         write_jsonl(out, [{"id": r["id"], "scores": [s for _, s, _ in j], "judgment": j[0][0],
                            "errors": [e for _, _, e in j]} for r, j in zip(answers, judged)])
         mark_done(out, info)

@@ -11,7 +11,8 @@ note saying why, so a report can be built at any point of a run.
 
 Layout: load.py (Run), tables.py, plots.py, examples.py -> sections.py (one function per section,
 SECTIONS in page order) -> render.py + templates/ (Jinja2, one layout for every section).
-compare.py builds the same kind of page over several runs (`build_compare`).
+compare.py builds the same kind of page over several runs (`build_compare`); with --h2h-judge,
+cross.py has one judge pit the runs' final models against each other and their common M1.
 """
 
 from __future__ import annotations

@@ -6,7 +6,11 @@ config.yaml and metrics.json only:
 - head-to-head win rates each run measured (eval.win_rate);
 - answer length per model, i.e. per iteration (eval.length);
 - preference pairs kept per iteration (iter_<t> pairs/kept);
-- wall time per iteration (iter_<t> iteration/wall_s) and in total.
+- wall time per iteration (iter_<t> iteration/wall_s) and in total;
+- with --h2h-judge SPEC only (build_compare's h2h_judge), win rates of each run's final model
+  against every other run's and against their common M1, all judged by the one judge SPEC,
+  pointwise and pairwise (cross.py: it loads the judge and writes OUT/cross/, including
+  win_rates.json). Without it no model is loaded and only the run directories are read.
 Writes OUT/index.html (self-contained) and OUT/report.md with its PNG plots. A run is named by its
 config.yaml `method`, else its directory name. Runs that differ in seed or evaluation set are
 still compared, under a warning at the top of the page.
@@ -21,13 +25,14 @@ from typing import Any, Callable
 
 from srlm.records import InputError
 
+from .cross import COMMON, cross_win_rates
 from .formatting import ci, comparison_label, comparison_order, fmt, model_key, num, pct, seconds
 from .load import LENGTH_HEURISTIC, WIN_RATE_AT_EQUAL_LENGTH, Run, load_run, warn
-from .plots import (Labeled, draw, plot_compare_agreement, plot_compare_answer_length, plot_compare_pairs,
-                    plot_compare_wall_time, plot_compare_win_rates)
+from .plots import (Labeled, draw, plot_compare_agreement, plot_compare_answer_length, plot_compare_cross_win_rates,
+                    plot_compare_pairs, plot_compare_wall_time, plot_compare_win_rates)
 from .render import Page, build_sections, write_page
-from .sections import Section
-from .tables import Table
+from .sections import Fact, Section
+from .tables import Table, _win_cells
 
 # What "the same evaluation" means: these config.yaml settings (and `seed`) must agree.
 SHARED_SETTINGS = ["seed", "eval.prompts", "eval.max_prompts", "eval.human_prefs", "eval.max_human_pairs"]
@@ -177,13 +182,42 @@ def wall_time_section(runs: Labeled) -> Section:
     return Section("wall-time", "Wall time", tables=[table], plots=[draw(plot_compare_wall_time, runs)])
 
 
+def cross_section(cross: dict) -> Section:
+    """The cross-run win rates of cross.cross_win_rates (--h2h-judge), one table per judge."""
+    comps = [r for r in cross.get("comparisons") or [] if isinstance(r, dict)]
+    tables = []
+    for kind, title, extra, cells in [
+            ("pointwise", "Pointwise judge (rubric scores)", ["mean score X", "mean score Y"],
+             lambda r: [fmt(r.get("mean_score_x")), fmt(r.get("mean_score_y"))]),
+            ("pairwise", "Pairwise judge (both orders)", ["first position picked", "unparsed verdicts"],
+             lambda r: [pct(r.get("position_bias_first")), fmt(r.get("unparsed_verdicts"))])]:
+        rows = [[f"{c.get('x')} vs {c.get('y')}"] + _win_cells("", c[kind])[1:] + cells(c[kind])
+                for c in comps if isinstance(c.get(kind), dict)]
+        tables.append(Table(title, ["comparison (X vs Y)", "wins / ties / losses", "compared / prompts", "win rate",
+                                    "95% CI", "win rate at equal length (logistic fit)"] + extra, rows,
+                            empty="No comparison."))
+    facts = [Fact("judge", fmt(cross.get("judge_model")), code=True),
+             Fact("judge scoring", f"{fmt(cross.get('scoring'))}, k = {fmt(cross.get('k'))}")]
+    facts += [Fact(e.get("name"), f"{e.get('model')} of {e.get('run')}", code=True)
+              for e in cross.get("entries") or [] if isinstance(e, dict)]
+    return Section("cross-win-rates", "Win rates across runs, one judge", facts=facts, tables=tables,
+                   plots=[draw(plot_compare_cross_win_rates, cross)], intro=(
+                       f"One judge, `{cross.get('judge')}`, reads each run's final model and the runs' common "
+                       f"{COMMON} (the first run's answers) on the same {fmt(cross.get('prompts'))} eval "
+                       "prompts, so the methods meet directly (`cross/win_rates.json`). Win rates are X's, ties "
+                       "counting half. Pointwise: each answer scored alone with the rubric, X wins a prompt with the "
+                       "higher mean score. Pairwise: both answers in one prompt, asked in both orders."))
+
+
 COMPARE_SECTIONS: list[Callable[[Labeled], Section]] = [runs_section, agreement_section, win_rate_section,
                                                         length_section, pairs_section, wall_time_section]
 
 
-def build_compare(run_dirs: list[str], out_dir: str) -> str:
+def build_compare(run_dirs: list[str], out_dir: str, h2h_judge: str | None = None) -> str:
     """Write OUT/index.html and OUT/report.md comparing the runs; return the path of index.html.
-    InputError if fewer than two directories are given or one is not a run directory."""
+    h2h_judge (SPEC, see cross.py): also judge the runs' final models and M1 against each other.
+    InputError if fewer than two directories are given or one is not a run directory, and with
+    h2h_judge if a run lacks its eval answers or the runs' eval prompts differ."""
     if len(run_dirs) < 2:
         raise InputError("compare needs at least two run directories")
     runs = [load_run(d) for d in run_dirs]
@@ -191,10 +225,19 @@ def build_compare(run_dirs: list[str], out_dir: str) -> str:
     if diff:
         warn("the runs differ in " + "; ".join(d.replace("`", "") for d in diff))
     labeled = list(zip(labels(runs), runs))
+    builders = list(COMPARE_SECTIONS)
+    if h2h_judge:
+        # The only step that loads a model (the judge), and only for verdicts not cached in OUT/cross/.
+        cross = cross_win_rates(run_dirs, [label for label, _ in labeled], out_dir, h2h_judge)
+
+        def cross_win_rates_section(_runs: Labeled) -> Section:
+            return cross_section(cross)
+
+        builders.insert(builders.index(win_rate_section) + 1, cross_win_rates_section)
     generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = Page(title="Self-Rewarding LM runs compared: " + ", ".join(label for label, _ in labeled),
                 subtitle=" · ".join(f"`{run.path}`" for run in runs) + f" · report generated {generated}",
-                sections=build_sections(COMPARE_SECTIONS, labeled),
+                sections=build_sections(builders, labeled),
                 footer="Generated by `srlm compare` from " + ", ".join(f"`{run.path}`" for run in runs)
                        + ". Self-contained: no scripts or external resources.",
                 tab_title="srlm compare: " + ", ".join(label for label, _ in labeled))

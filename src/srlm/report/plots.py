@@ -496,6 +496,48 @@ def plot_compare_win_rates(runs: Labeled) -> Plot:
     return p
 
 
+def plot_compare_cross_win_rates(cross: dict) -> Plot:
+    """`srlm compare --h2h-judge`: report/cross.py's comparisons, one judge for all."""
+    p = Plot("compare_cross_win_rates", "Win rates across runs, one judge",
+             f"Win rate of the first-named model in each comparison, judged by `{cross.get('judge')}` pointwise "
+             "(rubric scores) and pairwise (both orders), ties counting half, with 95% bootstrap intervals; the "
+             "hollow diamond is the win rate at equal length (logistic fit).")
+    rows = [r for r in cross.get("comparisons") or [] if isinstance(r, dict)]
+    if not rows:
+        p.note = "No cross-run comparison."
+        return p
+    fig, ax = _figure()
+    judges = [("pointwise", PALETTE[0]), ("pairwise", PALETTE[1])]
+    width = 0.7 / len(judges)
+    for j, (kind, color) in enumerate(judges):
+        for i, row in enumerate(rows):
+            r = row.get(kind) or {}
+            if num(r.get("win_rate")) is None:
+                continue
+            x, w = i + (j - (len(judges) - 1) / 2) * width, 100 * r["win_rate"]
+            c = r.get("win_rate_ci95")
+            if isinstance(c, (list, tuple)) and len(c) == 2 and all(num(v) is not None for v in c):
+                ax.errorbar([x], [w], yerr=[[max(0, w - 100 * c[0])], [max(0, 100 * c[1] - w)]], fmt="o",
+                            color=color, elinewidth=2, capsize=4, markersize=7, zorder=3)
+            else:
+                ax.plot([x], [w], "o", color=color, markersize=7, zorder=3)
+            eq = num(r.get(WIN_RATE_AT_EQUAL_LENGTH))
+            if eq is not None:
+                ax.plot([x], [100 * eq], "D", markerfacecolor="none", markeredgecolor=color, markersize=6,
+                        markeredgewidth=1.5, zorder=3)
+        ax.plot([], [], "o", color=color, label=f"{kind} judge")
+    ax.plot([], [], "D", markerfacecolor="none", markeredgecolor="#4B5563", label="at equal length")
+    ax.axhline(50, color=GREY, linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(rows)), [f"{r.get('x')}\nvs {r.get('y')}" for r in rows])
+    _slots(ax, len(rows))
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("win rate of the first-named model (%)")
+    ax.set_title("Win rates across runs")
+    ax.legend(loc="best", ncol=3)
+    p.png = _png(fig)
+    return p
+
+
 def plot_compare_answer_length(runs: Labeled) -> Plot:
     p = Plot("compare_answer_length", "Answer length per iteration",
              "Mean length of each run's models' answers to the eval prompts: M0 is the base model, M1 after "
