@@ -225,3 +225,21 @@ def test_summary_shows_method_rows_only_when_a_run_has_them(capsys):
     print_summary("RUN", {"iter_1": {"cream/consistency_mean": 0.25}, "iter_2": {"cream/consistency_mean": 0.5}})
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("CREAM consistency")]
     assert row and row[0].split()[-2:] == ["0.25", "0.5"]
+
+
+def test_agreement_cache_recomputes_for_other_pairs_or_judge_settings(tmp_path):
+    from srlm.config import load_config
+    from srlm.evaluate import _cached, judge_settings
+    from srlm.records import mark_done, write_jsonl
+
+    cfg = load_config(None)
+    out = str(tmp_path / "agreement_x_M1.jsonl")
+    write_jsonl(out, [{"id": "a"}])
+    # A marker from before pairs and settings were recorded: 100 pairs, expected scoring.
+    mark_done(out, {"pairs": 100, "scoring": "expected"})
+    assert _cached(out, {"scoring": "expected", "pairs": 100, "settings": judge_settings(cfg)})
+    assert not _cached(out, {"scoring": "expected", "pairs": 150, "settings": judge_settings(cfg)})
+    mark_done(out, {"pairs": 100, "scoring": "expected", "settings": judge_settings(cfg)})
+    shorter = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"max_new_tokens": 7})})
+    assert judge_settings(shorter) != judge_settings(cfg)
+    assert not _cached(out, {"scoring": "expected", "pairs": 100, "settings": judge_settings(shorter)})

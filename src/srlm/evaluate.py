@@ -352,6 +352,16 @@ def load_pairwise_template() -> str:
     return importlib.resources.files("srlm.seed").joinpath("pairwise_template.txt").read_text()
 
 
+def judge_settings(cfg) -> str:
+    """Digest of the judge settings a cached judgment depends on."""
+    from srlm.rundir import config_digest
+
+    j = cfg.judge
+    return config_digest({"scoring": getattr(j, "scoring", "parsed"), "temperature": j.temperature, "top_p": j.top_p,
+                          "max_new_tokens": j.max_new_tokens, "stop_repetition": getattr(j, "stop_repetition", 0),
+                          "template": j.template, "k": cfg.eval.k, "seed": cfg.seed})
+
+
 def _cached(path: str, info: dict) -> bool:
     """Done, and made with the same judge settings (a changed judge recomputes)."""
     if not is_done(path):
@@ -370,7 +380,10 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
     for src in sources:
         out = os.path.join(ev, f"agreement_{src.name}_{name}.jsonl")
         scoring = getattr(cfg.judge, "scoring", "parsed")
-        if not _cached(out, {"scoring": scoring}):
+        # A cache made with other pairs (eval.max_human_pairs) or judge settings is recomputed;
+        # markers written before these keys existed compare on scoring only.
+        info = {"scoring": scoring, "pairs": src.stats.get("pairs", len(src.pairs)), "settings": judge_settings(cfg)}
+        if not _cached(out, info):
             pairs = src.pairs
             print(f"eval {name}: judging {len(pairs)} human-labelled pairs from {src.source} (k={cfg.eval.k})", flush=True)
             items = [(p.prompt, p.response_a) for p in pairs] + [(p.prompt, p.response_b) for p in pairs]
@@ -383,7 +396,7 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
                              "scores_a": [s for _, s, _ in ja], "scores_b": [s for _, s, _ in jb],
                              "judgment_a": ja[0][0], "judgment_b": jb[0][0]})
             write_jsonl(out, rows)
-            mark_done(out, {**src.stats, "scoring": scoring})
+            mark_done(out, {**src.stats, **info})
         rows = read_jsonl(out)
         pairs = [data.HumanPair(r["id"], "", "", "", r["label"]) for r in rows]
         sa, sb = [r["scores_a"] for r in rows], [r["scores_b"] for r in rows]
@@ -478,7 +491,7 @@ def pairwise_agreement(cfg, run_dir: str, src: HumanSource, label: str, judge_ba
     """Swap consistency and accuracy of the pairwise judge on one human-preference source.
     Output: DIR/eval/pairwise_<source>_<judge>.jsonl."""
     out = os.path.join(run_dir, "eval", f"pairwise_{src.name}_{label}.jsonl")
-    info = {"judge": cfg.eval.judge}
+    info = {"judge": cfg.eval.judge, "pairs": len(src.pairs), "settings": judge_settings(cfg)}
     if not _cached(out, info):
         print(f"eval: pairwise judge {label} on {len(src.pairs)} human pairs from {src.source}, both orders", flush=True)
         ab, ba = pairwise_verdicts(cfg, judge_backend, [(p.prompt, p.response_a, p.response_b) for p in src.pairs],
