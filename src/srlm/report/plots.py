@@ -136,6 +136,23 @@ def plot_agreement(run: Run) -> Plot:
     return p
 
 
+def _win_rate_point(ax, x: float, r: dict, color: str, size: int = 7, cap: int = 4) -> float:
+    """One win rate at x: the point with its 95% interval when recorded, and the win rate at equal
+    length as a hollow diamond. Returns the win rate in percent."""
+    w = 100 * r["win_rate"]
+    c = r.get("win_rate_ci95")
+    if isinstance(c, (list, tuple)) and len(c) == 2 and all(num(v) is not None for v in c):
+        ax.errorbar([x], [w], yerr=[[max(0, w - 100 * c[0])], [max(0, 100 * c[1] - w)]], fmt="o", color=color,
+                    ecolor=color, elinewidth=2, capsize=cap, markersize=size, zorder=3)
+    else:
+        ax.plot([x], [w], "o", color=color, markersize=size, zorder=3)
+    eq = num(r.get(WIN_RATE_AT_EQUAL_LENGTH))
+    if eq is not None:
+        ax.plot([x], [100 * eq], "D", markerfacecolor="none", markeredgecolor=color, markersize=size - 1,
+                markeredgewidth=1.5, zorder=3)
+    return w
+
+
 def plot_win_rates(run: Run) -> Plot:
     p = Plot("win_rates", "Head-to-head win rates",
              "Win rate of the newer model, each prompt judged in both orders (ties count half), with a 95% "
@@ -152,22 +169,9 @@ def plot_win_rates(run: Run) -> Plot:
     fig, ax = _figure()
     xs = list(range(len(keys)))
     for i, k in enumerate(keys):
-        r = wr[k]
-        w = 100 * r["win_rate"]
-        c = r.get("win_rate_ci95")
-        color = PALETTE[i % len(PALETTE)]
-        if isinstance(c, (list, tuple)) and len(c) == 2 and all(num(x) is not None for x in c):
-            lo, hi = 100 * c[0], 100 * c[1]
-            ax.errorbar([i], [w], yerr=[[max(0, w - lo)], [max(0, hi - w)]], fmt="o", color=color,
-                        ecolor=color, elinewidth=2, capsize=6, markersize=8, zorder=3)
-        else:
-            ax.plot([i], [w], "o", color=color, markersize=8, zorder=3)
+        w = _win_rate_point(ax, i, wr[k], PALETTE[i % len(PALETTE)], size=8, cap=6)
         ax.annotate(f"{w:.1f}%", (i, w), xytext=(10, 0), textcoords="offset points", va="center", fontsize=8.5,
                     color="#374151")
-        eq = num(r.get(WIN_RATE_AT_EQUAL_LENGTH))
-        if eq is not None:
-            ax.plot([i], [100 * eq], "D", markerfacecolor="none", markeredgecolor=color, markersize=7,
-                    markeredgewidth=1.5, zorder=3)
     ax.plot([], [], "o", color="#4B5563", label="win rate ± 95% CI")
     ax.plot([], [], "D", markerfacecolor="none", markeredgecolor="#4B5563", label="at equal length (logistic fit)")
     ax.axhline(50, color=GREY, linestyle="--", linewidth=1)
@@ -471,17 +475,7 @@ def plot_compare_win_rates(runs: Labeled) -> Plot:
             r = data[label].get(k)
             if r is None:
                 continue
-            x, w = i + (j - (len(runs) - 1) / 2) * width, 100 * r["win_rate"]
-            c = r.get("win_rate_ci95")
-            if isinstance(c, (list, tuple)) and len(c) == 2 and all(num(v) is not None for v in c):
-                ax.errorbar([x], [w], yerr=[[max(0, w - 100 * c[0])], [max(0, 100 * c[1] - w)]], fmt="o",
-                            color=color, elinewidth=2, capsize=4, markersize=7, zorder=3)
-            else:
-                ax.plot([x], [w], "o", color=color, markersize=7, zorder=3)
-            eq = num(r.get(WIN_RATE_AT_EQUAL_LENGTH))
-            if eq is not None:
-                ax.plot([x], [100 * eq], "D", markerfacecolor="none", markeredgecolor=color, markersize=6,
-                        markeredgewidth=1.5, zorder=3)
+            _win_rate_point(ax, i + (j - (len(runs) - 1) / 2) * width, r, color)
         if data[label]:
             ax.plot([], [], "o", color=color, label=label)
     ax.plot([], [], "D", markerfacecolor="none", markeredgecolor="#4B5563", label="at equal length")
@@ -514,17 +508,7 @@ def plot_compare_cross_win_rates(cross: dict) -> Plot:
             r = row.get(kind) or {}
             if num(r.get("win_rate")) is None:
                 continue
-            x, w = i + (j - (len(judges) - 1) / 2) * width, 100 * r["win_rate"]
-            c = r.get("win_rate_ci95")
-            if isinstance(c, (list, tuple)) and len(c) == 2 and all(num(v) is not None for v in c):
-                ax.errorbar([x], [w], yerr=[[max(0, w - 100 * c[0])], [max(0, 100 * c[1] - w)]], fmt="o",
-                            color=color, elinewidth=2, capsize=4, markersize=7, zorder=3)
-            else:
-                ax.plot([x], [w], "o", color=color, markersize=7, zorder=3)
-            eq = num(r.get(WIN_RATE_AT_EQUAL_LENGTH))
-            if eq is not None:
-                ax.plot([x], [100 * eq], "D", markerfacecolor="none", markeredgecolor=color, markersize=6,
-                        markeredgewidth=1.5, zorder=3)
+            _win_rate_point(ax, i + (j - (len(judges) - 1) / 2) * width, r, color)
         ax.plot([], [], "o", color=color, label=f"{kind} judge")
     ax.plot([], [], "D", markerfacecolor="none", markeredgecolor="#4B5563", label="at equal length")
     ax.axhline(50, color=GREY, linestyle="--", linewidth=1)
