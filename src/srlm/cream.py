@@ -31,17 +31,15 @@ cream_rewards/* or judge_prev/* (as judge/*).
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 
 import torch
 
-from srlm import rubric
 from srlm.backends import Backend
 from srlm.consistency import group_by_prompt, prompt_consistency
-from srlm.judge import judge_items, summarize
+from srlm.judge import judge_candidates, summarize
 from srlm.pairs import build_pairs, candidate_scores
-from srlm.parallel import is_main, run_chunks
+from srlm.parallel import is_main
 from srlm.modeling import ModelRef, load_model, load_tokenizer, set_threads
 from srlm.records import CandidateRecord, ImplicitRewardRecord, JudgmentRecord, PairRecord, read_jsonl, write_jsonl
 
@@ -53,17 +51,8 @@ def previous_model_name(t: int) -> str:
 
 def run_judge_prev(cfg, rd, t: int, backend: Backend | None) -> dict:
     cands = read_jsonl(rd.candidates(t), CandidateRecord)
-    template = rubric.load_template(cfg.judge.template)
-
-    def work(chunk: list[CandidateRecord], seed: int) -> list[dict]:
-        res = judge_items(backend, template, [(c.prompt, c.response) for c in chunk], cfg.judge.k, cfg.judge, seed)
-        return [dataclasses.asdict(JudgmentRecord(
-            id=f"{c.id}-j{s}", candidate_id=c.id, prompt_id=c.prompt_id, sample=s, text=jd.text, score=jd.score,
-            error=jd.error, parsed_score=jd.parsed, mode=jd.mode, score_probs=jd.probs, score_forced=jd.forced,
-            finish_reason=jd.finish_reason)) for c, row in zip(chunk, res) for s, jd in enumerate(row)]
-
-    recs = run_chunks(rd.judgments_prev(t), cands, cfg.judge.chunk_size, work, (cfg.seed, t, "judge_prev"),
-                      f"{previous_model_name(t)} judging")
+    recs = judge_candidates(cfg, backend, cands, rd.judgments_prev(t), (cfg.seed, t, "judge_prev"),
+                            f"{previous_model_name(t)} judging")
     return {"judge_prev/model": previous_model_name(t)} | {
         "judge_prev/" + k.removeprefix("judge/"): v for k, v in summarize(recs).items()}
 

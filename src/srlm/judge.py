@@ -101,6 +101,13 @@ def run(cfg, rd, t: int, backend: Backend | None, files: list[str] | None = None
     """The judge stage over `files` of CandidateRecord (default: iter_<t>/candidates.jsonl; DNO
     adds its reference answers, stages.judged_files), judged in file order."""
     cands = [c for f in (files or [rd.candidates(t)]) for c in read_jsonl(f, CandidateRecord)]
+    return summarize(judge_candidates(cfg, backend, cands, rd.judgments(t), (cfg.seed, t, "judge"), f"M{t} judging"))
+
+
+def judge_candidates(cfg, backend: Backend | None, cands: list[CandidateRecord], out: str, seed_key: tuple,
+                     label: str) -> list[dict]:
+    """K JudgmentRecords per candidate into `out`, in resumable chunks seeded from `seed_key`
+    (the judge stage, and CREAM's previous-model judge)."""
     template = rubric.load_template(cfg.judge.template)
 
     def work(chunk: list[CandidateRecord], seed: int) -> list[dict]:
@@ -114,8 +121,7 @@ def run(cfg, rd, t: int, backend: Backend | None, files: list[str] | None = None
                     score_forced=jd.forced, finish_reason=jd.finish_reason)))
         return recs
 
-    recs = run_chunks(rd.judgments(t), cands, cfg.judge.chunk_size, work, (cfg.seed, t, "judge"), f"M{t} judging")
-    return summarize(recs)
+    return run_chunks(out, cands, cfg.judge.chunk_size, work, seed_key, label)
 
 
 def summarize(recs: list[dict]) -> dict:
