@@ -375,17 +375,60 @@ class DNOConfig(Section):
         return self
 
 
+class RLHFConfig(Section):
+    """Classical RLHF (InstructGPT, Ouyang et al. 2022, arXiv:2203.02155): method rlhf. A Bradley-Terry
+    reward model (TRL's RewardTrainer) on the human pairs of pairs.human_train, then M_t optimised
+    against it online with TRL's RLOO or GRPO (TRL 1.16 ships no PPO). Defaults are TRL 1.16's where
+    the papers give none for this size; srlm's own choices are named."""
+    heldout_fraction: float = F(
+        0.2, "Share of the human pairs held out of reward-model training (a seeded split) to report its accuracy; "
+        "srlm's choice.", ge=0, lt=1)
+    reward_epochs: float = F(1.0, "Reward-model epochs (InstructGPT: 1; more overfits).", gt=0)
+    reward_learning_rate: float = F(1e-4, "Reward-model learning rate (TRL RewardConfig's default).", gt=0)
+    reward_batch_size: int = F(16, "Reward-model effective batch size in pairs.", ge=1)
+    reward_per_device_batch_size: int = F(4, "Reward-model micro-batch per process.", ge=1)
+    reward_max_length: int = F(
+        1024, "Reward-model training drops pairs longer than this many tokens (TRL's default); held-out scoring keeps "
+        "the last this many.", ge=8)
+    trainer: Literal["rloo", "grpo"] = F(
+        "rloo", "The online RL trainer: rloo (RLOO, Ahmadian et al. 2024: REINFORCE with the leave-one-out "
+        "baseline) or grpo (GRPO, Shao et al. 2024; TRL's loss and reward scaling defaults).")
+    prompts: Literal["pairs", "ift"] = F(
+        "pairs", "RL prompts: pairs (the human pairs' prompts: the reward model's distribution and dpo_human's "
+        "prompts) or ift (the seed IFT prompts, evaluation prompts removed).")
+    max_prompts: int = F(0, "Use at most this many RL prompts, a seeded subset (0 = all).", ge=0)
+    num_generations: int = F(2, "Completions per prompt (TRL RLOO's default; the RLOO paper uses 2 and 4).", ge=2)
+    max_completion_length: int = F(512, "Token cap of each completion (TRL's default).", ge=1)
+    temperature: float = F(1.0, "Sampling temperature of the completions (TRL's default).", gt=0)
+    learning_rate: float = F(1e-6, "Policy learning rate (TRL's default).", gt=0)
+    beta: float = F(0.05, "KL penalty towards the starting model (TRL RLOO's default; GRPO's is 0).", ge=0)
+    batch_size: int = F(16, "Completions per optimizer step (per-device x accumulation x processes); a multiple "
+                        "of num_generations.", ge=1)
+    per_device_batch_size: int = F(4, "Completions per micro-batch per process.", ge=1)
+    epochs: float = F(1.0, "Epochs over the RL prompts (each prompt num_generations completions).", gt=0)
+    lora: bool = F(False, "Train LoRA adapters (reward model and policy; KL reference = adapter disabled) and merge.")
+    lora_r: int = F(16, "LoRA rank.", ge=1)
+    lora_alpha: int = F(32, "LoRA alpha.", ge=1)
+    lora_dropout: float = F(0.0, "LoRA dropout.", ge=0, lt=1)
+    gradient_checkpointing: bool = F(False, "Trade compute for activation memory.")
+    save_steps: int = F(20, "Checkpoint every N optimizer steps so a killed run resumes.", ge=1)
+    report_to: list[str] = F(list, "Where TRL also logs training metrics (TrainingArguments.report_to). Empty: none.")
+
+
 class Config(Section):
     output_dir: str = F("runs/default", "Run directory.", min_length=1)
     seed: int = F(42, "Seed for every sampling and training step.")
-    method: Literal["self_rewarding", "rlaif", "meta_rewarding", "spin", "dpo_human", "cream", "scir", "dno"] = F(
+    method: Literal["self_rewarding", "rlaif", "meta_rewarding", "spin", "dpo_human", "cream", "scir", "dno",
+                    "rlhf"] = F(
         "self_rewarding", "The loop variant: self_rewarding (Yuan et al. 2024); rlaif (the loop with a frozen AI "
         "judge, judge.model); spin (SPIN: seed IFT answer over the model's own sample, no judge); dpo_human (one "
         "DPO run from M1 on human preference pairs, pairs.human_train); cream (CREAM: the previous model also "
         "judges, ranking consistency weights the DPO loss); meta_rewarding (Meta-Rewarding: M_t also "
         "meta-judges its judgments and DPO trains the judge too, section meta); scir (SCIR's cheap variant: keep "
         "a pair only when the DPO implicit reward orders it as the judge does); dno (DNO, batched: the judge scores M_t's "
-        "samples and a reference answer, every pair above a margin, replay of earlier pairs, section dno). "
+        "samples and a reference answer, every pair above a margin, replay of earlier pairs, section dno); rlhf "
+        "(classical RLHF, one iteration: a reward model on pairs.human_train, then RLOO or GRPO against it, section "
+        "rlhf). "
         "docs/METHODS.md lists the methods.")
     iterations: int = F(2, "Self-rewarding iterations T (paper: 2, giving M2 and M3 after SFT's M1).", ge=0)
     model: ModelConfig = F(ModelConfig, "M0.")
@@ -403,6 +446,7 @@ class Config(Section):
     spin: SPINConfig = F(SPINConfig, "SPIN (method spin).")
     cream: CREAMConfig = F(CREAMConfig, "CREAM (method cream).")
     dno: DNOConfig = F(DNOConfig, "DNO, batched (method dno).")
+    rlhf: RLHFConfig = F(RLHFConfig, "Classical RLHF (method rlhf).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -443,6 +487,18 @@ class Config(Section):
                 out.append("method dpo_human needs pairs.human_train (a human preference file)")
             if self.iterations > 1:
                 out.append("method dpo_human is one offline DPO run from M1: iterations must be 0 or 1")
+        if self.method == "rlhf":
+            if not self.pairs.human_train:
+                out.append("method rlhf needs pairs.human_train (the human pairs its reward model learns from)")
+            if self.iterations > 1:
+                out.append("method rlhf is one reward model and one RL run from M1: iterations must be 0 or 1")
+            r = self.rlhf
+            if r.batch_size % r.per_device_batch_size or r.batch_size % r.num_generations:
+                out.append(f"rlhf.batch_size ({r.batch_size}) must be a multiple of rlhf.per_device_batch_size "
+                           f"({r.per_device_batch_size}) and of rlhf.num_generations ({r.num_generations})")
+            if r.reward_batch_size % r.reward_per_device_batch_size:
+                out.append(f"rlhf.reward_batch_size ({r.reward_batch_size}) must be a multiple of "
+                           f"rlhf.reward_per_device_batch_size ({r.reward_per_device_batch_size})")
         return out
 
 

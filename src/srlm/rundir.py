@@ -9,6 +9,7 @@ with their provenance, live here and nowhere else.
     DIR/iter_<t>/meta_judgments.jsonl, judge_pairs.jsonl  (Meta-Rewarding, meta_judge.py)
     DIR/iter_<t>/judgments_prev.jsonl or implicit_rewards.jsonl  (CREAM's two rankings, cream.py)
     DIR/iter_<t>/references.jsonl   DNO's reference answers, judged with the candidates (dno.py)
+    DIR/iter_<t>/reward_model/, rl_log.json  RLHF's reward model and RL log (rlhf.py)
     DIR/eval/, DIR/report/, DIR/logs/<stage>.log, DIR/checkpoints/
 
 A finished output has a `<output>.done` marker: a JSON object with the stage's metrics
@@ -103,6 +104,14 @@ class RunDir:
 
     def dpo_log(self, t: int) -> str:
         return self.path(f"iter_{t}", "dpo_log.json")
+
+    def reward_model(self, t: int) -> str:
+        """RLHF: the reward model trained on iteration t's pairs, a model directory (rlhf.py)."""
+        return self.path(f"iter_{t}", "reward_model")
+
+    def rl_log(self, t: int) -> str:
+        """RLHF: the RL trainer's log of iteration t (rlhf.py)."""
+        return self.path(f"iter_{t}", "rl_log.json")
 
     @property
     def eval_dir(self) -> str:

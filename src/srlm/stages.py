@@ -17,6 +17,9 @@ generates with, and which config values its output depends on; pipeline.py does 
 Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
     spin:       seed_prompts (seed IFT subset) -> sample -> spin_pairs (gold vs sample) -> dpo
     dpo_human:  human_pairs (pairs.human_train minus evaluation prompts) -> dpo, one iteration
+    rlhf:       human_pairs -> reward_model (Bradley-Terry on a train split of the pairs, held-out
+                accuracy beside the length heuristic -> iter_t/reward_model) -> rl (RLOO or GRPO
+                against it, TRL ships no PPO -> models/M_{t+1}) in place of dpo, one iteration
     cream:      prompts -> sample -> cream_rewards (implicit rewards of M_t and M_{t-1}; or, with
                 cream.reward=judge, judge + judge_prev: M_{t-1}, M0 for t=1, judges too) ->
                 cream_pairs (pairs with the rankings' consistency as confidence) -> dpo (weighted)
@@ -58,10 +61,10 @@ class Stage:
 
 
 # Methods whose iterations leave out the self-rewarding rows (their own rows replace them).
-NO_SELF_INSTRUCT = ("spin", "dpo_human", "dno")  # prompts come from elsewhere, or none are needed
-NO_SAMPLE = ("dpo_human",)  # the pairs' answers are not the model's
-NO_JUDGE = ("spin", "dpo_human")  # nothing judges the candidates
-OWN_PAIRS = ("spin", "dpo_human", "cream", "scir", "dno")  # pairs.jsonl comes from a row of the method's own
+NO_SELF_INSTRUCT = ("spin", "dpo_human", "dno", "rlhf")  # prompts come from elsewhere, or none are needed
+NO_SAMPLE = ("dpo_human", "rlhf")  # the pairs' answers are not the model's (rlhf's RL trainer samples itself)
+NO_JUDGE = ("spin", "dpo_human", "rlhf")  # nothing judges the candidates
+OWN_PAIRS = ("spin", "dpo_human", "cream", "scir", "dno", "rlhf")  # pairs.jsonl comes from a row of the method's own
 
 
 def m0(cfg: Config) -> ModelRef:
@@ -198,6 +201,33 @@ def _run_human_pairs(cfg, rd, t, backend):
     from srlm import human_pairs
 
     return human_pairs.run(cfg, rd, t)
+
+
+def _run_reward_model(cfg, rd, t, backend):
+    from srlm import rlhf
+
+    return rlhf.run_reward_model(cfg, rd, t)
+
+
+def _run_rl(cfg, rd, t, backend):
+    from srlm import rlhf
+
+    return rlhf.run_rl(cfg, rd, t)
+
+
+def _rl_prompt_inputs(cfg: Config) -> list[str]:
+    """rlhf.prompts=ift reads the seed IFT prompts and drops evaluation prompts from them."""
+    return [*_files(cfg.data.ift), *eval_prompt_files(cfg)] if cfg.rlhf.prompts == "ift" else []
+
+
+# The rlhf section's keys each RLHF stage depends on (LoRA and checkpointing settings serve both).
+_RLHF_SHARED = ("rlhf.lora", "rlhf.lora_r", "rlhf.lora_alpha", "rlhf.lora_dropout", "rlhf.gradient_checkpointing")
+RLHF_REWARD_KEYS = ("rlhf.heldout_fraction", "rlhf.reward_epochs", "rlhf.reward_learning_rate",
+                    "rlhf.reward_batch_size", "rlhf.reward_per_device_batch_size", "rlhf.reward_max_length",
+                    *_RLHF_SHARED)
+RLHF_RL_KEYS = ("rlhf.trainer", "rlhf.prompts", "rlhf.max_prompts", "rlhf.num_generations",
+                "rlhf.max_completion_length", "rlhf.temperature", "rlhf.learning_rate", "rlhf.beta",
+                "rlhf.batch_size", "rlhf.per_device_batch_size", "rlhf.epochs", *_RLHF_SHARED)
 
 
 def _run_judge_prev(cfg, rd, t, backend):
@@ -355,11 +385,12 @@ STAGES: list[Stage] = [
           "margin, repetitive samples as negatives, plus replayed pairs of earlier iterations -> "
           "iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t), _dno_pair_inputs,
           ("seed", "dno", "pairs.min_valid_judgments"), _run_dno_pairs, enabled=lambda cfg: cfg.method == "dno"),
-    Stage("human_pairs", "iteration t (dpo_human): human preference pairs from pairs.human_train, evaluation "
+    Stage("human_pairs", "iteration t (dpo_human, rlhf): human preference pairs from pairs.human_train, evaluation "
           "prompts removed -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
           lambda cfg, rd, t: [*_files([cfg.pairs.human_train]), *eval_prompt_files(cfg)],
           ("seed", "pairs.human_train", "pairs.max_human_train", "eft_build.near_duplicate_threshold",
-           "eval.prompts", "eval.human_prefs"), _run_human_pairs, enabled=lambda cfg: cfg.method == "dpo_human"),
+           "eval.prompts", "eval.human_prefs"), _run_human_pairs,
+          enabled=lambda cfg: cfg.method in ("dpo_human", "rlhf")),
     Stage("cream_pairs", "iteration t (cream): highest vs lowest, each pair weighted by its rankings' consistency "
           "(Kendall tau of the current and the previous model's rankings) -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
           _cream_pair_inputs, ("pairs", "cream"), _run_cream_pairs, enabled=lambda cfg: cfg.method == "cream"),
@@ -379,7 +410,17 @@ STAGES: list[Stage] = [
           lambda rd, t: rd.model(t + 1),
           lambda cfg, rd, t: [rd.pairs(t), *([rd.judge_pairs(t)] if _trains_judge(cfg, t) else []),
                               _dpo_start(cfg, rd, t)],
-          ("seed", "model.dtype", "dpo"), _run_dpo),
+          ("seed", "model.dtype", "dpo"), _run_dpo, enabled=lambda cfg: cfg.method != "rlhf"),
+    Stage("reward_model", "iteration t (rlhf): a Bradley-Terry reward model from M_t (TRL's RewardTrainer) on a "
+          "seeded train split of iter_<t>/pairs.jsonl, held-out accuracy beside the length heuristic -> "
+          "iter_<t>/reward_model", True, lambda rd, t: rd.reward_model(t),
+          lambda cfg, rd, t: [rd.pairs(t), rd.model(t)], ("seed", "model.dtype", *RLHF_REWARD_KEYS),
+          _run_reward_model, enabled=lambda cfg: cfg.method == "rlhf"),
+    Stage("rl", "iteration t (rlhf): M_t optimised against the reward model with RLOO or GRPO (rlhf.trainer; TRL "
+          "ships no PPO) -> models/M<t+1>", True, lambda rd, t: rd.model(t + 1),
+          lambda cfg, rd, t: [rd.pairs(t), rd.reward_model(t), rd.model(t), *_rl_prompt_inputs(cfg)],
+          ("seed", "model.dtype", "data.max_ift", "eft_build.near_duplicate_threshold", *RLHF_RL_KEYS), _run_rl,
+          enabled=lambda cfg: cfg.method == "rlhf"),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
