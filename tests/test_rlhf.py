@@ -123,7 +123,7 @@ def test_rlhf_end_to_end(tmp_path, tiny_run_args):
     assert main(["run", "--config", "tiny", *tiny_run_args, "method=rlhf", "iterations=1",
                  f"pairs.human_train={src}", "sft.epochs=1", "rlhf.lora=false",
                  "rlhf.heldout_fraction=0.34", "rlhf.reward_batch_size=2", "rlhf.reward_per_device_batch_size=2",
-                 "rlhf.reward_max_length=256", "rlhf.reward_epochs=2",
+                 "rlhf.reward_max_length=256", "rlhf.reward_epochs=4", "rlhf.reward_learning_rate=3e-3",
                  "rlhf.num_generations=2", "rlhf.batch_size=4", "rlhf.per_device_batch_size=2",
                  "rlhf.max_completion_length=8", "rlhf.learning_rate=1e-4", "rlhf.max_prompts=4"]) == 0
     run = tiny_run_args[0].split("=", 1)[1]
@@ -139,7 +139,10 @@ def test_rlhf_end_to_end(tmp_path, tiny_run_args):
     assert m["reward_model/heldout_accuracy"] == rlhf.pairwise_accuracy(
         [h["reward_chosen"] for h in held], [h["reward_rejected"] for h in held])
     assert m["reward_model/length_baseline"] == 1.0  # every chosen answer is the longer one
-    assert "reward_model/loss" in m
+    # The pairs' signal (a full answer over "no") is easy: the reward model learns it and ranks both
+    # held-out pairs right, with a clear margin.
+    assert m["reward_model/heldout_accuracy"] == 1.0 and m["reward_model/loss"] < m["reward_model/first_loss"]
+    assert all(h["reward_chosen"] - h["reward_rejected"] > 0.1 for h in held)
     # The saved reward model scores as it did when the stage measured it.
     model, tok = rlhf.load_reward_model(rm)
     byid = {p.id: p for p in pairs}
@@ -151,3 +154,14 @@ def test_rlhf_end_to_end(tmp_path, tiny_run_args):
     assert os.path.exists(os.path.join(run, "models", "M2", "config.json"))
     assert os.path.exists(os.path.join(it, "rl_log.json"))
     assert not os.path.exists(os.path.join(run, "models", "M3")) and "dpo/loss" not in m
+
+
+def test_packaged_config_shares_default_m1_and_evaluation():
+    from srlm.config import to_dict
+
+    default, cfg = to_dict(load_config("default")), to_dict(load_config("rlhf"))
+    for key in ("seed", "model", "data", "sft", "eft_build", "eval", "backend", "judge"):
+        assert cfg[key] == default[key], f"rlhf.yaml differs from default.yaml in {key}"
+    assert cfg["method"] == "rlhf" and cfg["iterations"] == 1 and cfg["pairs"]["human_train"] == "embedded:oasst"
+    r = load_config("rlhf").rlhf
+    assert r.batch_size % r.num_generations == 0 and r.trainer == "rloo"

@@ -37,6 +37,11 @@ METHOD_ROWS = [
     ("confidence-weighted DPO", "dpo/weighted"),
     ("DNO pairs against the reference", "dno/pairs_reference"),
     ("DNO pairs replayed", "dno/replayed"),
+    ("reward model held-out accuracy", "reward_model/heldout_accuracy"),
+    ("length heuristic, same pairs", "reward_model/length_baseline"),
+    ("RL mean reward, first step", "rl/reward_first"),
+    ("RL mean reward, last step", "rl/reward_last"),
+    ("RL KL to the start model", "rl/kl"),
 ]
 
 
