@@ -165,3 +165,44 @@ def test_packaged_config_shares_default_m1_and_evaluation():
     assert cfg["method"] == "rlhf" and cfg["iterations"] == 1 and cfg["pairs"]["human_train"] == "embedded:oasst"
     r = load_config("rlhf").rlhf
     assert r.batch_size % r.num_generations == 0 and r.trainer == "rloo"
+
+
+def test_lora_reward_model_and_grpo(tmp_path, tiny_model, tiny_run_args):
+    """The packaged config's path: LoRA for both models (the score head trains and survives the
+    merge), and the GRPO trainer; the stages called directly on a run whose M1 is the tiny model."""
+    import shutil
+
+    from srlm.records import write_jsonl
+    from srlm.rundir import RunDir
+
+    src = _write_pairwise(tmp_path / "train.jsonl")
+    cfg = load_config("tiny", [*tiny_run_args, "method=rlhf", "iterations=1", f"pairs.human_train={src}",
+                               "rlhf.lora=true", "rlhf.lora_r=4", "rlhf.trainer=grpo", "rlhf.heldout_fraction=0.34",
+                               "rlhf.reward_batch_size=2", "rlhf.reward_per_device_batch_size=2",
+                               "rlhf.reward_max_length=256", "rlhf.reward_epochs=4", "rlhf.reward_learning_rate=3e-2",
+                               "rlhf.num_generations=2", "rlhf.batch_size=4", "rlhf.per_device_batch_size=2",
+                               "rlhf.max_completion_length=6", "rlhf.max_prompts=2", "rlhf.learning_rate=1e-3"])
+    rd = RunDir(cfg.output_dir)
+    shutil.copytree(tiny_model, rd.model(1))
+    from srlm import human_pairs
+
+    os.makedirs(rd.iter_dir(1))
+    write_jsonl(rd.pairs(1), human_pairs.build(cfg)[0])
+    stats = rlhf.run_reward_model(cfg, rd, 1)
+    assert stats["reward_model/train_pairs"] == 4 and stats["reward_model/heldout_pairs"] == 2
+    assert stats["reward_model/heldout_accuracy"] == 1.0
+    # The merged reward model has no adapter left and scores as the stage measured.
+    assert not any("lora" in n for n, _ in rlhf.load_reward_model(rd.reward_model(1))[0].named_parameters())
+    held = read_jsonl(os.path.join(rd.reward_model(1), rlhf.HELDOUT_FILE))
+    model, tok = rlhf.load_reward_model(rd.reward_model(1))
+    byid = {p.id: p for p in read_jsonl(rd.pairs(1), PairRecord)}
+    again = rlhf.score(model, tok, [byid[h["id"]].prompt for h in held], [byid[h["id"]].rejected for h in held], 256)
+    assert again == pytest.approx([h["reward_rejected"] for h in held], abs=1e-4)
+    stats = rlhf.run_rl(cfg, rd, 1)
+    assert stats["rl/trainer"] == "grpo" and stats["rl/prompts"] == 2 and stats["rl/steps"] >= 1
+    assert os.path.exists(os.path.join(rd.model(2), "config.json")) and os.path.exists(rd.rl_log(1))
+    from transformers import AutoModelForCausalLM
+
+    m1, m2 = (AutoModelForCausalLM.from_pretrained(rd.model(t)) for t in (1, 2))
+    assert not any("lora" in n for n, _ in m2.named_parameters())
+    assert any((a - b).abs().max() > 0 for a, b in zip(m1.parameters(), m2.parameters()))  # the merge moved M2
