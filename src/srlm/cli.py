@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "to DIR/logs/<stage>.log")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume a run directory even though its saved config differs")
+    p.add_argument("--from-run", metavar="SRC",
+                   help="start from another run's M1: take SRC's SFT model (and EFT build), with M0's and M1's "
+                   "evaluation when the evaluation settings are equal, wherever SRC made them with this run's "
+                   "settings; the rest is built here. For comparing methods from one SFT model")
 
     from srlm.stages import STAGES
 
@@ -170,7 +174,7 @@ def _dispatch(args) -> int:
         if args.output_dir:
             cfg.output_dir = args.output_dir
         metrics = pipeline.run(cfg, allow_config_change=args.allow_config_change, evaluate=not args.no_eval,
-                               verbose=args.verbose)
+                               verbose=args.verbose, from_run=args.from_run)
         from srlm.summary import print_summary
 
         print_summary(cfg.output_dir, metrics)

@@ -214,9 +214,13 @@ def run_stage(stage: Stage, cfg: Config, rd: RunDir, t: int, backends: Backends 
     return stats, True
 
 
-def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, verbose: bool = False) -> dict:
+def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, verbose: bool = False,
+        from_run: str | None = None) -> dict:
     counts = check_inputs(cfg)  # every input the config names, before any model loads
     rd = prepare(cfg, allow_config_change)
+    if from_run and is_main():
+        start_from(cfg, rd, from_run)
+    barrier()
     if is_main():
         update_metrics(rd.root, "checks", counts)
     do_eval = evaluate and cfg.eval.enabled
@@ -234,7 +238,7 @@ def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, v
             _, ran = run_stage(stage, cfg, rd, t, backends)
             progress.finish_stage(stage.name)
             ran_any |= ran
-            if stage.name == "dpo" or stage.name == "sft":
+            if stage.name in ("sft", "dpo", "rl"):  # each makes a model: M1, or M_{t+1} (rl: method rlhf)
                 backends.close()
                 if do_eval:
                     from srlm import evaluate as ev
@@ -246,6 +250,81 @@ def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, v
     finally:
         backends.close()
     return read_json(rd.metrics, {})
+
+
+def start_from(cfg: Config, rd: RunDir, source: str, echo=print) -> list[str]:
+    """Seed a run with another run's outputs from before iteration 1 (EFT build, M1), so several
+    methods start from one SFT model, as a side-by-side comparison needs. A copied output keeps
+    its marker, so it counts as built only where the source made it with this run's settings
+    (the usual freshness check); anything else is left out and built here. M0's and M1's
+    evaluation caches come along when the evaluation settings are equal. Outputs this run
+    already has are never replaced. Returns the copied paths."""
+    src = RunDir(source)
+    if not os.path.exists(src.config):
+        raise ConfigError(f"--from-run {source}: not a run directory (no config.yaml)")
+    if os.path.abspath(src.root) == os.path.abspath(rd.root):
+        raise ConfigError(f"--from-run {source}: that is this run's own directory")
+    copied, groups = [], []
+    for stage, t in schedule(cfg):
+        if t:
+            break
+        out, dst_out = stage.output(src, 0), stage.output(rd, 0)
+        if rd.is_done(dst_out):
+            continue
+        fresh, why = freshness(stage, cfg, src, 0)
+        if not fresh:
+            echo(f"srlm: --from-run: {stage.name} of {source} not taken ({why}); building it here")
+            continue
+        _link_copy(out, dst_out)
+        shutil.copy2(src.marker_path(out), rd.marker_path(dst_out))
+        copied.append(dst_out)
+        groups.append(metrics_group(stage, 0))
+    if "sft" in groups and os.path.exists(src.sft_log) and not os.path.exists(rd.sft_log):
+        shutil.copy2(src.sft_log, rd.sft_log)
+    with open(src.config, encoding="utf-8") as f:
+        src_cfg = Config.model_validate(yaml.safe_load(f) or {})
+    if "sft" in groups and _eval_settings(src_cfg) == _eval_settings(cfg) and os.path.isdir(src.eval_dir):
+        for base, _, files in os.walk(src.eval_dir):
+            for name in files:
+                models = [int(m) for m in MODEL_IN_NAME.findall(os.path.relpath(os.path.join(base, name), src.eval_dir))]
+                dst = os.path.join(rd.eval_dir, os.path.relpath(os.path.join(base, name), src.eval_dir))
+                if models and max(models) <= 1 and not os.path.exists(dst):
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    shutil.copy2(os.path.join(base, name), dst)
+                    copied.append(dst)
+    metrics = read_json(src.metrics, {})
+    if groups and isinstance(metrics, dict):
+        for g in groups:
+            if g in metrics:
+                update_metrics(rd.root, g, metrics[g])
+    if copied:
+        echo(f"srlm: --from-run: took {', '.join(groups) or 'evaluation caches'} from {source}")
+    return copied
+
+
+def _eval_settings(cfg: Config) -> dict:
+    """What M0's and M1's evaluation caches depend on beyond the models themselves."""
+    from srlm.evaluate import judge_settings
+    from srlm.stages import GENERATION_KEYS
+
+    return {"eval": to_dict(cfg.eval), "judge": judge_settings(cfg),
+            **{k: _plain(get(cfg, k)) for k in GENERATION_KEYS}}
+
+
+def _link_copy(src: str, dst: str) -> None:
+    """Hard links where the file system allows (outputs are written whole and never edited in
+    place, so two runs can share one model's weights), else copies."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if os.path.isdir(src):
+        shutil.copytree(src, dst, copy_function=link)
+    else:
+        link(src, dst)
 
 
 def _finish_iteration(rd: RunDir, t: int | None, ran_any: bool, started: float) -> None:
