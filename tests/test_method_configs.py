@@ -14,6 +14,7 @@ SHARED = ("seed", "model", "data", "sft", "eft_build", "eval", "backend", "judge
     ("spin", ()),
     ("dno", ("prompts", "sample", "pairs")),
     ("dpo-human", ()),
+    ("rlhf", ()),
 ])
 def test_method_config_matches_default(name, extra_same):
     default, cfg = to_dict(load_config("default")), to_dict(load_config(name))
