@@ -433,8 +433,8 @@ def test_scoring_helpers_by_hand(hf):
     assert scoring.token_at([2, 3, 1], 5) == 2 and scoring.token_at([2, 3, 1], 6) is None
     # SmolLM2's tokenizer: one token per bare digit, " 3" is " " + "3" (not spaced).
     digits = scoring.digit_token_ids(hf.tok)
-    assert digits.per_digit == [[hf.tok.convert_tokens_to_ids(d)] for d in "012345"]
-    assert [hf.tok.decode(ids) for ids in digits.per_digit] == list("012345") and not digits.spaced
+    assert digits.per_choice == [[hf.tok.convert_tokens_to_ids(d)] for d in "012345"]
+    assert [hf.tok.decode(ids) for ids in digits.per_choice] == list("012345") and not digits.spaced
 
 
 def test_forced_prefix_read_through_completions_with_local_tokenizer(hf, model_dir, digit_bias):
@@ -444,7 +444,7 @@ def test_forced_prefix_read_through_completions_with_local_tokenizer(hf, model_d
         probs = b.score_probs(CHATS[:2], prefixes)
         assert b.score_probs([], []) == []
         assert not b._tok_bos  # SmolLM2's BOS <|im_start|> opens the template and stays in the prompt
-        b._digits = scoring.DigitTokens(b._digits.per_digit, spaced=True)  # a tokenizer with " 3" tokens
+        b._digits = scoring.ChoiceTokens(b._digits.per_choice, spaced=True)  # a tokenizer with " 3" tokens
         spaced = b.score_probs(CHATS[:1], prefixes[:1])
         b._tok_bos = True  # a tokenizer that adds BOS itself: the server would add a second one
         b.score_probs(CHATS[:1], prefixes[:1])
@@ -481,6 +481,48 @@ def test_forced_prefix_read_through_chat_without_local_tokenizer(hf, model_dir, 
         assert p == pytest.approx(want, abs=1e-5) and want[3] > 0.1
 
 
+def direct_choice_probs(hf, ids: list[int], bias: dict[int, float], choices: str, k: int = 20) -> list[float]:
+    """As direct_digit_probs for single-letter choices: the top k of the biased logits after
+    `ids`, each choice's probability summed over the tokens that decode to it."""
+    with torch.inference_mode():
+        logits = hf.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1].float()
+        logits[list(bias)] += torch.tensor(list(bias.values()))
+        lp = torch.log_softmax(logits, -1)
+    mass = [0.0] * len(choices)
+    for t in lp.topk(k).indices.tolist():
+        text = hf.tok.decode([t]).strip()
+        if len(text) == 1 and text in choices:
+            mass[choices.index(text)] += math.exp(float(lp[t]))
+    return [m / sum(mass) for m in mass]
+
+
+def test_choice_probs_through_both_endpoints(hf, model_dir):
+    """The meta-judge's A/B after a forced verdict prefix: through the completions endpoint with
+    the local tokenizer (which writes " A" as one token, so the prefix ends before the space), and
+    through the chat endpoint without one (the prefix as sent)."""
+    tok = hf.tok
+    bias = {tok.convert_tokens_to_ids("\u0120A"): 12.0, tok.convert_tokens_to_ids("\u0120B"): 12.5,
+            tok.convert_tokens_to_ids("A"): 11.0}
+    prefixes = ["Both are careful.\nWinner: Judgement ", "Winner: Judgement "]
+    with ChatServer(hf, model=model_dir, logit_bias=bias) as server:
+        local = client(server, model_dir).choice_probs(CHATS[:2], prefixes, ["A", "B"])
+        n_local = len(server.requests)
+        remote = OpenAIBackend(server.base_url, model_dir, api_key_env=KEY_ENV).choice_probs(
+            CHATS[:2], prefixes, ["A", "B"])
+    assert [r["path"] for r in server.requests] == ["/v1/completions"] * n_local + ["/v1/chat/completions"] * 2
+    prompts = {r["body"]["prompt"] for r in server.requests[:n_local]}
+    for chat, prefix, p_local, p_remote in zip(CHATS[:2], prefixes, local, remote):
+        spaced = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix.rstrip(" ")
+        assert spaced in prompts
+        want = direct_choice_probs(hf, tok(spaced)["input_ids"], bias, "AB")
+        assert p_local == pytest.approx(want, abs=1e-5) and 0.05 < want[0] < 0.95
+        # The chat path sends the prefix with its space (the server renders the template).
+        sent = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
+        assert p_remote == pytest.approx(direct_choice_probs(hf, tok(sent)["input_ids"], bias, "AB"), abs=1e-5)
+    with pytest.raises(ValueError, match="2 chats but 1 prefixes"):
+        OpenAIBackend("http://127.0.0.1:9/v1", model_dir).choice_probs(CHATS[:2], prefixes[:1], ["A", "B"])
+
+
 def test_server_without_logprobs_falls_back_with_one_warning(hf, model_dir, caplog):
     caplog.set_level(logging.WARNING, logger="srlm.backends.openai")
     params = SamplingParams(n=2, max_new_tokens=8, stop_at_score=True, score_probs=True)
@@ -488,13 +530,14 @@ def test_server_without_logprobs_falls_back_with_one_warning(hf, model_dir, capl
         b = client(server, model_dir)
         out = b.generate(CHATS[:2], params, seed=0) + b.generate(CHATS[:1], params, seed=1)
         forced = b.score_probs(CHATS[:2], ["Good.\nScore: "] * 2)
+        assert b.choice_probs(CHATS[:1], ["Winner: Judgement "], ["A", "B"]) == [None]
         no_tok = OpenAIBackend(server.base_url, model_dir).score_probs(CHATS[:1], ["Good.\nScore: "])
     assert [c.text for cs in out for c in cs] == ["Good.\nScore: 3"] * 6  # the judgments themselves are kept
     assert all(c.score_probs is None for cs in out for c in cs) and forced == [None, None] and no_tok == [None]
     assert server.requests[0]["body"]["logprobs"] is True  # asked for, ignored by the server
     warnings = [r.getMessage() for r in caplog.records if "no token probabilities" in r.getMessage()]
     assert warnings == [f"{server.base_url} returned no token probabilities (logprobs); judging falls back "
-                        "to parsed scores"] * 2  # once per backend instance
+                        "to parsed scores (meta-judging to parsed verdicts)"] * 2  # once per backend instance
 
 
 def test_stop_repetition_cuts_the_returned_text(hf, model_dir):

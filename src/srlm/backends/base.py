@@ -12,6 +12,9 @@ Judging in `expected` mode (judge.scoring, srlm/judge.py) needs two more things 
   distribution read after the judgment text plus a forced score prefix (`\\nScore: `).
 An engine that cannot read token probabilities returns None for them; the judge then says so
 once and falls back to parsing the score line.
+The meta-judge in `expected` mode (meta.scoring, srlm/meta_judge.py) reads the same kind of
+distribution over other single-token choices ("A" / "B" after `Winner: Judgement `):
+`choice_probs(chats, prefixes, choices)`.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ class Backend(Protocol):
         """For each chat, the assistant turn begun with prefixes[i] (a judgment text ending in a
         score prefix such as 'Score: '): the next-token distribution over SCORE_DIGITS,
         renormalised to sum to 1. None where the engine cannot read token probabilities."""
+
+    def choice_probs(self, chats: list[Chat], prefixes: list[str], choices: list[str]) -> list[list[float] | None]:
+        """As score_probs over single-token `choices`: for each chat, the assistant turn begun with
+        prefixes[i], one probability per choice (summed over the tokens that write it, with or
+        without a leading space), renormalised to sum 1. None where the engine cannot read token
+        probabilities (or, for a server's top-k, when no choice is among them)."""
 
     def count_prompt_tokens(self, chats: list[Chat]) -> list[int]:
         """Prompt length in tokens after the chat template, to skip prompts that do not fit."""

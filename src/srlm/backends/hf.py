@@ -29,7 +29,7 @@ import torch
 
 from srlm import _compat, rubric
 from srlm.backends.base import Chat, Completion, SamplingParams
-from srlm.backends.scoring import digit_token_ids
+from srlm.backends.scoring import ChoiceTokens, choice_token_ids, digit_token_ids
 from srlm.repetition import RepetitionGuard
 from srlm.modeling import ModelRef, context_window, load_model, load_tokenizer, pick_dtype, set_threads
 
@@ -59,7 +59,8 @@ class HFBackend:
         self.cache_kw = _compat.cache_kwarg(model)
         _compat.use_decode_attention(model)
         self.digit_ids = digit_token_ids(tokenizer)
-        self.digit_set = {t for ids in self.digit_ids.per_digit for t in ids}
+        self.digit_set = {t for ids in self.digit_ids.per_choice for t in ids}
+        self._choice_ids: dict[tuple[str, ...], ChoiceTokens] = {}
 
     @classmethod
     def from_config(cls, cfg, ref: ModelRef) -> "HFBackend":
@@ -216,21 +217,36 @@ class HFBackend:
     def _digit_distribution(self, logits: torch.Tensor, slots: list[int]) -> dict[int, list[float]]:
         """The model's own next-token distribution (temperature 1) over the score digits, summed
         over each digit's token variants and renormalised over the six."""
-        if not slots:
-            return {}
-        probs = torch.softmax(logits[slots].float(), dim=-1)
-        mass = torch.stack([probs[:, ids].sum(-1) for ids in self.digit_ids.per_digit], dim=-1)
-        total = mass.sum(-1, keepdim=True).clamp_min(1e-30)
-        return {s: row.tolist() for s, row in zip(slots, (mass / total))}
+        return _choice_mass(logits, slots, self.digit_ids.per_choice)
 
     @torch.inference_mode()
     def score_probs(self, chats: list[Chat], prefixes: list[str]) -> list[list[float] | None]:
         """One forward pass per batch over chat + assistant prefix; the last position's digit
         distribution. A prefix that ends in a space is encoded without it when this tokenizer
         writes digits with a leading space (' 3'), so the digit is the next token."""
+        return self._prefix_distributions(chats, prefixes, self.digit_ids)
+
+    @torch.inference_mode()
+    def choice_probs(self, chats: list[Chat], prefixes: list[str], choices: list[str]) -> list[list[float] | None]:
+        """As score_probs, over single-token `choices` (e.g. the meta-judge's "A", "B"): each
+        choice's probability is summed over the tokens that write it (choice_token_ids) and the
+        choices renormalised to sum 1."""
+        key = tuple(choices)
+        if key not in self._choice_ids:
+            ids = choice_token_ids(self.tok, key)
+            missing = [c for c, t in zip(key, ids.per_choice) if not t]
+            if missing:
+                raise ValueError(f"choice_probs: {missing} are not single tokens of this tokenizer")
+            self._choice_ids[key] = ids
+        return self._prefix_distributions(chats, prefixes, self._choice_ids[key])
+
+    def _prefix_distributions(self, chats: list[Chat], prefixes: list[str],
+                              targets: ChoiceTokens) -> list[list[float] | None]:
+        if len(chats) != len(prefixes):
+            raise ValueError(f"{len(chats)} chats but {len(prefixes)} prefixes")
         if not chats:
             return []
-        if self.digit_ids.spaced:
+        if targets.spaced:
             prefixes = [p.rstrip(" ") for p in prefixes]
         texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + p
                  for c, p in zip(chats, prefixes)]
@@ -249,7 +265,7 @@ class HFBackend:
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = self.model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                                 use_cache=False, logits_to_keep=1).logits[:, -1].float().cpu()
-            for r, p in self._digit_distribution(logits, list(range(len(idx)))).items():
+            for r, p in _choice_mass(logits, list(range(len(idx))), targets.per_choice).items():
                 out[idx[r]] = p
         return out
 
@@ -259,6 +275,17 @@ class HFBackend:
         if "Score" not in tail:
             return False
         return rubric.score_line_complete(self.tok.decode(toks, skip_special_tokens=True))
+
+
+def _choice_mass(logits: torch.Tensor, slots: list[int], per_choice: list[list[int]]) -> dict[int, list[float]]:
+    """Per slot (row of logits), the softmax mass of each choice's token ids, renormalised over the
+    choices: a softmax over each choice's logsumexp, the same numbers without the full softmax's
+    underflow when the choices are far from the most likely token."""
+    if not slots:
+        return {}
+    rows = logits[slots].float()
+    per = torch.stack([torch.logsumexp(rows[:, ids], dim=-1) for ids in per_choice], dim=-1)
+    return {s: row.tolist() for s, row in zip(slots, torch.softmax(per, dim=-1))}
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:

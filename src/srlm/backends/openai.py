@@ -9,9 +9,10 @@ from `backend.server_command` (its own process group, stopped by close()).
 Judging in `expected` mode (base.py, judge.py) reads token probabilities: with
 SamplingParams.score_probs a chat request asks for `logprobs` with the top 20 alternatives and
 the digit distribution is read where the judgment wrote its score digit; `score_probs()`
-reads it after a forced score prefix through the legacy completions endpoint (prompt rendered
-with the local tokenizer's chat template) or, without a local tokenizer, through the chat
-endpoint continuing the final assistant message (vLLM's `continue_final_message`). A server
+reads it after a forced score prefix (and `choice_probs()` the meta-judge's A/B after a forced
+verdict prefix) through the legacy completions endpoint (prompt rendered with the local
+tokenizer's chat template) or, without a local tokenizer, through the chat endpoint continuing
+the final assistant message (vLLM's `continue_final_message`). A server
 that returns no token probabilities gets None for them and one warning per backend.
 
 The API key is read from the environment variable named by `backend.api_key_env` at
@@ -21,6 +22,7 @@ local servers ignore it); it is never logged or written anywhere.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -38,7 +40,7 @@ from typing import Callable, Sequence, TypeVar
 import openai
 
 from srlm import repetition, rubric
-from srlm.backends import scoring
+from srlm.backends import base, scoring
 from srlm.backends.base import Chat, Completion, SamplingParams
 from srlm.modeling import ModelRef
 
@@ -70,7 +72,7 @@ class OpenAIBackend:
         self.client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout,
                                     max_retries=self.max_retries)
         self._tok = None
-        self._digits: scoring.DigitTokens | None = None
+        self._digits: scoring.ChoiceTokens | None = None
         self._tok_bos = False  # the tokenizer adds BOS itself when it encodes (so a server does too)
         self._tok_tried = False
         self._tok_lock = threading.Lock()
@@ -133,8 +135,8 @@ class OpenAIBackend:
             if self._warned_no_logprobs:
                 return
             self._warned_no_logprobs = True
-        log.warning("%s returned no token probabilities (logprobs); judging falls back to parsed scores",
-                    self.base_url)
+        log.warning("%s returned no token probabilities (logprobs); judging falls back to parsed scores "
+                    "(meta-judging to parsed verdicts)", self.base_url)
 
     # -- Backend interface --------------------------------------------------------------
 
@@ -195,18 +197,35 @@ class OpenAIBackend:
     def score_probs(self, chats: list[Chat], prefixes: list[str]) -> list[list[float] | None]:
         """The digit distribution after each chat's assistant turn begun with prefixes[i]: one
         greedy token with its top-20 alternatives."""
-        if len(chats) != len(prefixes):
-            raise ValueError(f"score_probs: {len(chats)} chats but {len(prefixes)} prefixes")
-        read = self._prefix_probs_completions if self._tokenizer() is not None else self._prefix_probs_chat
-        return self._map(read, list(zip(chats, prefixes)))
+        return self._prefix_distributions(chats, prefixes, base.SCORE_DIGITS)
 
-    def _prefix_probs_completions(self, chat: Chat, prefix: str) -> list[float] | None:
-        """Legacy completions endpoint: the prompt is the chat template rendered here, so the
-        assistant turn can be begun with any text on any server that has the endpoint."""
+    def choice_probs(self, chats: list[Chat], prefixes: list[str], choices: list[str]) -> list[list[float] | None]:
+        """As score_probs over single-token `choices` (the meta-judge's "A", "B"); None where the
+        server sent no token probabilities or no choice is among the top 20."""
+        return self._prefix_distributions(chats, prefixes, tuple(choices))
+
+    def _prefix_distributions(self, chats: list[Chat], prefixes: list[str],
+                              choices: Sequence[str]) -> list[list[float] | None]:
+        if len(chats) != len(prefixes):
+            raise ValueError(f"{len(chats)} chats but {len(prefixes)} prefixes")
         tok = self._tokenizer()
-        if self._digits.spaced:
-            # This tokenizer writes " 3" as one token: end the prefix before the space so that
-            # the digit (with its space) is the next token, as when the model writes it.
+        if tok is not None:
+            spaced = (self._digits if tuple(choices) == base.SCORE_DIGITS
+                      else scoring.choice_token_ids(tok, choices)).spaced
+            read = functools.partial(self._prefix_top_completions, spaced=spaced)
+        else:
+            read = self._prefix_top_chat
+        return [None if e is None else scoring.choice_distribution(e, choices)
+                for e in self._map(read, list(zip(chats, prefixes)))]
+
+    def _prefix_top_completions(self, chat: Chat, prefix: str, spaced: bool) -> list[tuple[str, float]] | None:
+        """Legacy completions endpoint: the prompt is the chat template rendered here, so the
+        assistant turn can be begun with any text on any server that has the endpoint. The next
+        token's (token, logprob) alternatives, or None when the server sent none."""
+        tok = self._tokenizer()
+        if spaced:
+            # This tokenizer writes " 3" (" A") as one token: end the prefix before the space so
+            # that the digit (with its space) is the next token, as when the model writes it.
             prefix = prefix.rstrip(" ")
         prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
         if self._tok_bos and prompt.startswith(tok.bos_token):
@@ -221,9 +240,9 @@ class OpenAIBackend:
         entries = list(tops[0].items())
         if lp.tokens and lp.token_logprobs and lp.tokens[0] not in tops[0] and lp.token_logprobs[0] is not None:
             entries.append((lp.tokens[0], lp.token_logprobs[0]))
-        return scoring.digit_distribution(entries)
+        return entries
 
-    def _prefix_probs_chat(self, chat: Chat, prefix: str) -> list[float] | None:
+    def _prefix_top_chat(self, chat: Chat, prefix: str) -> list[tuple[str, float]] | None:
         """Chat endpoint, the prefix as a final assistant message that the server continues
         (vLLM's continue_final_message; the template is rendered by the server)."""
         messages = [*chat, {"role": "assistant", "content": prefix}]
@@ -234,7 +253,7 @@ class OpenAIBackend:
         if not toks:
             self._warn_no_logprobs()
             return None
-        return scoring.digit_distribution(_alternatives(toks[0]))
+        return _alternatives(toks[0])
 
     def _tokenizer(self):
         """The model directory's tokenizer if it loads locally, else None (loaded once)."""

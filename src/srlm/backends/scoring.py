@@ -1,4 +1,5 @@
-"""Score digit distributions from token probabilities, for judge.scoring=expected (judge.py).
+"""Score digit (and other choice) distributions from token probabilities, for
+judge.scoring=expected (judge.py) and meta.scoring=expected (meta_judge.py).
 
 The paper (section 3.2) parses the judge's `Score: N` line; `expected` mode, a departure from
 it, scores a judgment by the mean digit under the model's own distribution where it writes N.
@@ -11,6 +12,8 @@ Pure helpers shared by the engines (no model, no I/O, no output file):
 - where a judgment wrote its score digit: the character offset in its text
   (`score_digit_offset`) and the token covering it (`token_at`);
 - for engines with the tokenizer in hand, the vocabulary ids of each digit, `digit_token_ids`.
+The same for any single-token choices (the meta-judge's "A" / "B"): `choice_distribution`,
+`choice_token_ids`.
 """
 
 from __future__ import annotations
@@ -36,23 +39,31 @@ def digit_of(token: str) -> int | None:
 
 
 def normalise(mass: Sequence[float]) -> list[float] | None:
-    """Six probability masses renormalised to sum 1; None when they sum to zero."""
+    """Probability masses (six digits, or any choices) renormalised to sum 1; None when they sum to zero."""
     total = math.fsum(mass)
     if not total > 0 or not math.isfinite(total):
         return None
     return [m / total for m in mass]
 
 
+def choice_distribution(entries: Iterable[tuple[str, float]], choices: Sequence[str]) -> list[float] | None:
+    """Distribution over `choices` from one position's (token, logprob) entries (an engine's
+    top-k). A token writes a choice when it equals it after its leading space marks; each
+    choice gets the summed probability of its variants, an absent one 0; None when no choice
+    appears at all."""
+    mass = [0.0] * len(choices)
+    for token, logprob in entries:
+        t = token.lstrip(SPACE_MARKS)
+        if t in choices and logprob is not None:
+            mass[choices.index(t)] += math.exp(logprob)
+    return normalise(mass)
+
+
 def digit_distribution(entries: Iterable[tuple[str, float]]) -> list[float] | None:
     """Distribution over SCORE_DIGITS from one position's (token, logprob) entries (an
     engine's top-k). Each digit gets the summed probability of its variants; a digit absent
     from the entries gets 0; None when no digit appears at all."""
-    mass = [0.0] * len(SCORE_DIGITS)
-    for token, logprob in entries:
-        d = digit_of(token)
-        if d is not None and logprob is not None:
-            mass[d] += math.exp(logprob)
-    return normalise(mass)
+    return choice_distribution(entries, SCORE_DIGITS)
 
 
 def score_digit_offset(text: str, ended: bool = False) -> int | None:
@@ -79,20 +90,26 @@ def token_at(lengths: Sequence[int], offset: int) -> int | None:
 
 
 @dataclass
-class DigitTokens:
-    per_digit: list[list[int]]  # per digit in SCORE_DIGITS, the token ids that write it
-    spaced: bool  # the tokenizer writes " d" as one token (a score prefix then ends before the space)
+class ChoiceTokens:
+    per_choice: list[list[int]]  # per choice, the token ids that write it
+    spaced: bool  # the tokenizer writes " c" as one token (a forced prefix then ends before the space)
 
 
-def digit_token_ids(tokenizer) -> DigitTokens:
-    """The vocabulary ids of each score digit: the bare digit and " d" where that is one token."""
-    per_digit, spaced = [], False
-    for d in SCORE_DIGITS:
+def choice_token_ids(tokenizer, choices: Sequence[str]) -> ChoiceTokens:
+    """The vocabulary ids that write each choice: the bare text and " " + text, each where it is
+    one token that decodes to the choice (leading space marks stripped)."""
+    per_choice, spaced = [], False
+    for c in choices:
         ids = set()
-        for text in (d, " " + d):
+        for text in (c, " " + c):
             enc = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(enc) == 1 and digit_of(tokenizer.decode(enc)) == SCORE_DIGITS.index(d):
+            if len(enc) == 1 and tokenizer.decode(enc).lstrip(SPACE_MARKS) == c:
                 ids.add(enc[0])
-                spaced |= text != d
-        per_digit.append(sorted(ids))
-    return DigitTokens(per_digit, spaced)
+                spaced |= text != c
+        per_choice.append(sorted(ids))
+    return ChoiceTokens(per_choice, spaced)
+
+
+def digit_token_ids(tokenizer) -> ChoiceTokens:
+    """The vocabulary ids of each score digit: the bare digit and " d" where that is one token."""
+    return choice_token_ids(tokenizer, SCORE_DIGITS)

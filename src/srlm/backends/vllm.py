@@ -51,6 +51,11 @@ class VLLMBackend:
             results.append(comps)
         return results
 
+    def choice_probs(self, chats: list[Chat], prefixes: list[str], choices: list[str]) -> list[list[float] | None]:
+        raise NotImplementedError(
+            "meta.scoring=expected needs next-token probabilities, which the in-process vllm backend does not "
+            "read yet: use backend.name=transformers, or `vllm serve` with backend.name=openai")
+
     def count_prompt_tokens(self, chats: list[Chat]) -> list[int]:
         texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
         return [len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
