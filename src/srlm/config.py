@@ -255,6 +255,14 @@ class MetaConfig(Section):
         None, "Share of judge pairs in the DPO set: judge pairs are capped at this fraction of actor + judge pairs "
         "(a seeded subset is kept); null = every judge pair with every actor pair (the paper trains on both sets "
         "together).", gt=0, lt=1)
+    scoring: Literal["parsed", "expected"] = F(
+        "parsed",
+        "parsed (the paper): a meta-judgment's verdict is its strictly parsed 'Winner: Judgement A|B' line; "
+        "unparsed ones count nowhere. expected: the text is cut before its first 'Winner' line (kept whole when "
+        "there is none), 'Winner: Judgement ' is appended and the verdict is the more probable of A and B under "
+        "the model's next-token distribution there, so every comparison is decided (a tie stays undecided). "
+        "Needs token probabilities (transformers backend, or a server returning logprobs; otherwise srlm warns "
+        "and uses the parsed verdict).")
 
     @field_validator("judge_iterations")
     @classmethod

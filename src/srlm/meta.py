@@ -6,6 +6,9 @@ Pure building blocks, no model calls:
   judgments; the verdict is a final line `Winner: Judgement A` or `Winner: Judgement B`);
 - parse_meta_verdict, meta_stop_complete, truncate_after_verdict: a strict verdict parser and
   the early-stop helpers, mirroring rubric.parse_score and its score-line helpers;
+- forced_verdict_prefix, decide_verdict: meta.scoring=expected (a departure from the paper's
+  parsed verdicts, like judge.scoring=expected): the text before its verdict line plus
+  `Winner: Judgement `, and the verdict from the next-token probabilities of A and B there;
 - battle_orders, position_weights, battle_matrix, bradley_terry, elo_scores: every unordered
   pair of one response's judgments is meta-judged in both orders; verdicts are weighted so the
   meta-judge's first-position bias cancels (the paper's w1, w2), and Bradley-Terry strengths
@@ -67,6 +70,13 @@ VERDICT_LINE = re.compile(r"^[ \t]*Winner:[ \t]*Judge?ment[ \t]+([AB])[ \t]*$", 
 # Complete once the line has ended: stopping earlier could cut "A and B" down to a valid "A".
 VERDICT_LINE_COMPLETE = re.compile(r"(?:^|\n)[ \t]*Winner:[ \t]*Judge?ment[ \t]+[AB][ \t]*\n")
 
+# Where a meta-judgment's verdict starts, for expected mode: the first line that opens with
+# "winner" (any case, after bullets or markdown marks such as "- " or "**"), valid or not
+# ("Winner: Judgement C", "Winner: the first one"). Text from there on is replaced by the prefix.
+VERDICT_START = re.compile(r"^[^\w\n]*winner\b", re.IGNORECASE | re.MULTILINE)
+VERDICTS = ("A", "B")
+FORCED_VERDICT_PREFIX = "Winner: Judgement "
+
 STRENGTH_TIE = 1e-9  # strengths closer than this are a tie (MM fits to ~1e-12)
 
 
@@ -98,6 +108,23 @@ def truncate_after_verdict(text: str) -> str:
     """Cut everything after the first complete verdict line (and its newline)."""
     m = VERDICT_LINE_COMPLETE.search(text)
     return text if not m else text[: m.end() - 1]
+
+
+def forced_verdict_prefix(text: str) -> str:
+    """The assistant turn to read the verdict after: the meta-judgment cut before its first
+    verdict line (VERDICT_START; the whole text when it has none), then on a line of its own
+    FORCED_VERDICT_PREFIX, whose next token is A or B."""
+    m = VERDICT_START.search(text)
+    head = (text[:m.start()] if m else text).rstrip()
+    return f"{head}\n{FORCED_VERDICT_PREFIX}" if head.strip() else FORCED_VERDICT_PREFIX
+
+
+def decide_verdict(probs: Sequence[float]) -> str | None:
+    """The verdict from [P(A), P(B)]: the more probable letter; None on an exact tie."""
+    p_a, p_b = probs
+    if p_a == p_b:
+        return None
+    return "A" if p_a > p_b else "B"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,12 @@ its own judgments, and the judgments it prefers become DPO pairs that train the 
 Two stages of iteration t, in the iterations meta.judge_iterations of method meta_rewarding:
 - meta_judge (after judge): per prompt, the candidate whose judgment scores vary most
   (meta.select_response); every pair of its judgments that wrote a score line is compared by
-  M_t in both orders with the meta-judge prompt (meta.render_meta; the `Winner: Judgement A|B`
-  line is parsed strictly by meta.parse_meta_verdict, nothing is guessed).
+  M_t in both orders with the meta-judge prompt (meta.render_meta). meta.scoring picks the
+  verdict: parsed (the paper), the `Winner: Judgement A|B` line parsed strictly by
+  meta.parse_meta_verdict, nothing guessed; expected (a departure), the more probable of A and B
+  after the text cut before its verdict line plus a forced `Winner: Judgement ` prefix
+  (meta.forced_verdict_prefix, Backend.choice_probs), so every comparison is decided; the parsed
+  verdict, the two probabilities and whether the prefix was forced are kept on the record.
   Output: DIR/iter_<t>/meta_judgments.jsonl of MetaJudgmentRecord.
 - judge_pairs (after pairs): the verdicts are weighted by position over the whole iteration
   (meta.position_weights, cancelling the meta-judge's first-position bias), Bradley-Terry
@@ -20,6 +24,7 @@ The dpo stage trains on pairs.jsonl plus judge_pairs.jsonl (dpo_pairs below).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 import re
@@ -31,9 +36,12 @@ from srlm import rubric
 from srlm.backends import Backend, SamplingParams, generate_within_context
 from srlm.meta import (
     META_JUDGE_TEMPLATE,
+    VERDICTS,
     Battle,
     battle_orders,
+    decide_verdict,
     elo_scores,
+    forced_verdict_prefix,
     judge_pair,
     parse_meta_verdict,
     position_weights,
@@ -52,6 +60,7 @@ from srlm.records import (
     write_jsonl,
 )
 
+log = logging.getLogger(__name__)
 OVER_CONTEXT = "meta-judge prompt exceeds the context window"
 _OPENING_TAG = re.compile(r"[ \t]*<[A-Za-z_ ]+>[ \t]*")
 
@@ -121,26 +130,59 @@ def run(cfg, rd, t: int, backend: Backend | None) -> dict:
                 text = truncate_after_verdict(comps[0].text)
                 verdict, error = parse_meta_verdict(text)
                 finish = comps[0].finish_reason
-            recs.append(dataclasses.asdict(MetaJudgmentRecord(
+            recs.append(MetaJudgmentRecord(
                 id=f"{c.id}-m{ja.sample}v{jb.sample}", prompt_id=c.prompt_id, candidate_id=c.id, judgment_a=ja.id,
-                judgment_b=jb.id, text=text, verdict=verdict, error=error, finish_reason=finish)))
-        return recs
+                judgment_b=jb.id, text=text, verdict=verdict, error=error, finish_reason=finish,
+                parsed_verdict=verdict))
+        if cfg.meta.scoring == "expected":
+            expected_verdicts(backend, chats, recs)
+        return [dataclasses.asdict(r) for r in recs]
 
     recs = run_chunks(rd.meta_judgments(t), items, cfg.meta.chunk_size, work, (cfg.seed, t, "meta_judge"),
                       f"M{t} meta-judging")
     return summarize(recs) | {"meta/prompts": len({c.prompt_id for c in cands}), "meta/selected": len(selected)}
 
 
+def expected_verdicts(backend: Backend, chats: list, recs: list[MetaJudgmentRecord]) -> None:
+    """meta.scoring=expected: decide each meta-judgment (not over the context window) by
+    [P(A), P(B)] after its forced verdict prefix. Where the engine returns no probabilities the
+    parsed verdict stays (mode "parsed"), with one warning."""
+    need = [i for i, r in enumerate(recs) if r.error != OVER_CONTEXT]
+    probs = backend.choice_probs([chats[i] for i in need], [forced_verdict_prefix(recs[i].text) for i in need],
+                                 list(VERDICTS)) if need else []
+    missing = 0
+    for i, p in zip(need, probs):
+        r = recs[i]
+        if p is None:
+            missing += 1
+            continue
+        r.verdict_probs, r.verdict, r.mode = p, decide_verdict(p), "expected"
+        r.verdict_forced = r.parsed_verdict is None
+    if missing:
+        log.warning("meta.scoring=expected: the engine returned no token probabilities for %d meta-judgments; "
+                    "they keep their parsed verdict", missing)
+
+
 def summarize(recs: list[dict]) -> dict:
-    """meta/* metrics of meta-judgment records. position_bias: how often the judgment shown first
-    wins among decisive verdicts (0.5 = no bias)."""
+    """meta/* metrics of meta-judgment records. parse_failures counts texts without a valid
+    verdict line (in either mode); undecided, final verdicts that are None (0 in expected mode
+    but for exact ties and prompts over the context window). position_bias: how often the
+    judgment shown first wins among the final decisive verdicts (0.5 = no bias).
+    mean_verdict_confidence: mean max(P(A), P(B)) of expected-mode verdicts."""
     n = len(recs)
     first = sum(r["verdict"] == "A" for r in recs)
     second = sum(r["verdict"] == "B" for r in recs)
+    # In parsed mode the verdict is the parsed one (files from before expected mode have no parsed_verdict).
+    parsed = sum((r["verdict"] if r.get("mode", "parsed") == "parsed" else r.get("parsed_verdict")) is not None
+                 for r in recs)
+    conf = [max(r["verdict_probs"]) for r in recs if r.get("verdict_probs")]
     return {
         "meta/meta_judgments": n,
-        "meta/parse_failures": n - first - second,
-        "meta/parse_failure_rate": (n - first - second) / n if n else 0.0,
+        "meta/parse_failures": n - parsed,
+        "meta/parse_failure_rate": (n - parsed) / n if n else 0.0,
+        "meta/undecided": n - first - second,
+        "meta/verdicts_forced": sum(bool(r.get("verdict_forced")) for r in recs),
+        "meta/mean_verdict_confidence": statistics.fmean(conf) if conf else None,
         "meta/over_context": sum(r["error"] == OVER_CONTEXT for r in recs),
         "meta/position_bias": first / (first + second) if first + second else None,
     }

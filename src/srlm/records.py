@@ -88,7 +88,9 @@ class ImplicitRewardRecord:
 @dataclass
 class MetaJudgmentRecord:
     """Meta-Rewarding: one meta-judgment, M_t comparing two of its own judgments of one candidate
-    (judgment_a shown first, as "Judgement A"). verdict "A" | "B" | None (unparsed: counts nowhere)."""
+    (judgment_a shown first, as "Judgement A"). verdict "A" | "B" | None (undecided: counts
+    nowhere) is what judge pairs use: the parsed verdict line (meta.scoring parsed), or the more
+    probable letter after `Winner: Judgement ` (expected; a tie stays None)."""
     id: str
     prompt_id: str
     candidate_id: str
@@ -96,8 +98,12 @@ class MetaJudgmentRecord:
     judgment_b: str
     text: str
     verdict: str | None
-    error: str | None  # why the text has no valid verdict line
+    error: str | None  # why the text has no valid verdict line (kept in expected mode too)
     finish_reason: str | None = None
+    parsed_verdict: str | None = None  # the parsed verdict line, whatever the mode
+    mode: str = "parsed"  # how `verdict` was obtained: "parsed" | "expected"
+    verdict_probs: list[float] | None = None  # expected mode: [P(A), P(B)], normalised over the two
+    verdict_forced: bool = False  # expected mode: read after a forced prefix (the text had no verdict line)
 
 
 @dataclass

@@ -372,7 +372,7 @@ STAGES: list[Stage] = [
           "judgments of one candidate per prompt, in both orders -> iter_<t>/meta_judgments.jsonl", True,
           lambda rd, t: rd.meta_judgments(t),
           lambda cfg, rd, t: [rd.model(t), rd.candidates(t), rd.judgments(t), *_template(cfg)],
-          ("meta.temperature", "meta.top_p", "meta.max_new_tokens", "meta.chunk_size", "judge.template",
+          ("meta.temperature", "meta.top_p", "meta.max_new_tokens", "meta.chunk_size", "meta.scoring", "judge.template",
            "judge.stop_repetition", *GENERATION_KEYS), _run_meta_judge, model=lambda cfg, rd, t: model_ref(rd, t),
           enabled=lambda cfg: cfg.method == "meta_rewarding", in_iteration=_trains_judge),
     Stage("pairs", "iteration t: highest vs lowest mean score per prompt -> iter_<t>/pairs.jsonl", True,
