@@ -206,3 +206,37 @@ def test_meta_rewarding_tiny_run(tmp_path, tiny_run_args):
     assert metrics["dpo/judge_pairs"] == len(judge_pairs) > 0
     assert metrics["dpo/pairs"] == metrics["dpo/actor_pairs"] + len(judge_pairs)
     assert "dpo/loss" in metrics
+
+
+def test_soft_battle_matrix_hand_computed():
+    from srlm.meta import soft_battle_matrix
+
+    # (0 first, P(A)=0.9) and (1 first, P(A)=0.7): B01 = 0.9 + (1 - 0.7) = 1.2, B10 = 0.1 + 0.7 = 0.8.
+    # (0, 2) has no swapped order: a lone order keeps its position bias, so it counts nowhere.
+    b = soft_battle_matrix(3, [(0, 1, 0.9), (1, 0, 0.7), (0, 2, 0.99)])
+    assert b[0][1] == pytest.approx(1.2) and b[1][0] == pytest.approx(0.8)
+    assert b[0][2] == b[2][0] == 0.0 and b[1][2] == b[2][1] == 0.0
+    with pytest.raises(ValueError):
+        soft_battle_matrix(2, [(0, 1, 1.5), (1, 0, 0.5)])
+
+
+def test_expected_verdicts_rank_an_a_always_meta_judge():
+    """The 135M meta-judge says A in every order: hard verdicts weigh nothing (a tie, no pair),
+    its probabilities over both orders still rank j0 above j1."""
+    cands = [_cand("p1-c0", "p1", 0)]
+    judgments = [_jud("p1-c0", 0, 4), _jud("p1-c0", 1, 2)]
+    metas = [_meta("p1-c0", 0, 1, "A"), _meta("p1-c0", 1, 0, "A")]
+    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
+    assert pairs == [] and stats["dropped_tie"] == 1 and stats["soft_ranked"] == 0
+    for m, p_a in zip(metas, (0.9, 0.7)):
+        m.mode, m.verdict_probs = "expected", [p_a, 1 - p_a]
+    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
+    assert stats["soft_ranked"] == 1 and stats["dropped_tie"] == 0
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p1-c0-j0", "p1-c0-j1")]
+    # Bradley-Terry with 0.1 pseudo-wins: e0 - e1 = ln((1.2 + 0.1) / (0.8 + 0.1)) = ln(13/9).
+    assert pairs[0].score_chosen == pytest.approx(math.log(13 / 9) / 2, abs=1e-9)
+    # Equal pulls in both orders (0.8 and 0.8): no preference beyond position -> a tie.
+    for m in metas:
+        m.verdict_probs = [0.8, 0.2]
+    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
+    assert pairs == [] and stats["dropped_tie"] == 1

@@ -173,6 +173,28 @@ def battle_matrix(n_items: int, battles: Sequence[Battle], weights: tuple[float,
     return b
 
 
+def soft_battle_matrix(n_items: int, battles: Sequence[tuple[int, int, float]]) -> list[list[float]]:
+    """B[m][n] from expected-mode meta-judgments (meta.scoring expected). A battle (first, second,
+    p), p = P(A) = the meta-judge's probability that the judgment shown first is better, adds p
+    wins to first over second and 1 - p to second over first. Only battles present in both orders
+    count: over the two orders a constant pull b towards position A cancels (each side gains b
+    once as A and loses it once as B), as position_weights cancels it for hard verdicts. Hard
+    verdicts of a meta-judge that always prefers A weigh nothing; its probabilities still say
+    by how much more it prefers one judgment when shown first (a departure: the paper has
+    sampled verdicts only)."""
+    seen = {(f, s) for f, s, _ in battles}
+    b = [[0.0] * n_items for _ in range(n_items)]
+    for first, second, p in battles:
+        if first == second or not (0 <= first < n_items and 0 <= second < n_items):
+            raise ValueError(f"bad battle {(first, second)} for {n_items} items")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"P(A) must be a probability, got {p}")
+        if (second, first) in seen:
+            b[first][second] += p
+            b[second][first] += 1.0 - p
+    return b
+
+
 def bradley_terry(wins: Sequence[Sequence[float]], prior: float = 0.1, tol: float = 1e-12,
                   max_iter: int = 100_000) -> list[float]:
     """Bradley-Terry log-strengths e (mean 0) maximising

@@ -39,6 +39,7 @@ from srlm.meta import (
     VERDICTS,
     Battle,
     battle_orders,
+    bradley_terry,
     decide_verdict,
     elo_scores,
     forced_verdict_prefix,
@@ -47,6 +48,7 @@ from srlm.meta import (
     position_weights,
     render_meta,
     select_response,
+    soft_battle_matrix,
     truncate_after_verdict,
 )
 from srlm.parallel import is_main, run_chunks
@@ -192,7 +194,8 @@ def build_judge_pairs(cands: list[CandidateRecord], judgments: list[JudgmentReco
                       metas: list[MetaJudgmentRecord], template: str, max_chosen_words: int, prior: float = 0.1):
     """Judge pairs from meta-judgments: (pairs, stats). Position weights come from every
     meta-judgment given (the iteration's); per candidate, its judgments (in sample order) get
-    Bradley-Terry strengths from its own battles; chosen = strongest, rejected = weakest (ties ->
+    Bradley-Terry strengths from its own battles (expected-mode meta-judgments: from their
+    P(A) over both orders, meta.soft_battle_matrix; stats["soft_ranked"] counts those candidates); chosen = strongest, rejected = weakest (ties ->
     lowest sample). Dropped: strengths tie (e.g. every verdict unparsed: dropped_tie), chosen
     judgment longer than max_chosen_words words (dropped_too_long; 0 = no limit)."""
     cand_by_id = {c.id: c for c in cands}
@@ -201,13 +204,19 @@ def build_judge_pairs(cands: list[CandidateRecord], judgments: list[JudgmentReco
     for m in metas:
         by_cand[m.candidate_id].append(m)
     weights = position_weights([Battle(0, 1, m.verdict) for m in metas])
-    pairs, stats = [], {"candidates": len(by_cand), "dropped_tie": 0, "dropped_too_long": 0}
+    pairs, stats = [], {"candidates": len(by_cand), "dropped_tie": 0, "dropped_too_long": 0, "soft_ranked": 0}
     for cid in sorted(by_cand):
         ms = by_cand[cid]
         ids = sorted({m.judgment_a for m in ms} | {m.judgment_b for m in ms}, key=lambda i: jud_by_id[i].sample)
         pos = {jid: k for k, jid in enumerate(ids)}
-        strengths = elo_scores(len(ids), [Battle(pos[m.judgment_a], pos[m.judgment_b], m.verdict) for m in ms],
-                               weights, prior)
+        if all(m.mode == "expected" and m.verdict_probs for m in ms):
+            # Expected verdicts: P(A) of both orders, so an A-always meta-judge still ranks.
+            stats["soft_ranked"] += 1
+            strengths = bradley_terry(soft_battle_matrix(len(ids), [
+                (pos[m.judgment_a], pos[m.judgment_b], m.verdict_probs[0]) for m in ms]), prior)
+        else:
+            strengths = elo_scores(len(ids), [Battle(pos[m.judgment_a], pos[m.judgment_b], m.verdict) for m in ms],
+                                   weights, prior)
         texts = [jud_by_id[i].text for i in ids]
         choice, _ = judge_pair(texts, strengths, None)
         if choice is None:
