@@ -31,6 +31,8 @@ METHOD_ROWS = [
     ("length control rho", "pairs/rho"),
     ("meta-judge parse failures", "meta/parse_failures"),
     ("meta-judge first-position rate", "meta/position_bias"),
+    ("meta-judge mean P(verdict) (expected)", "meta/mean_verdict_confidence"),
+    ("candidates ranked on P(A), both orders", "meta/soft_ranked"),
     ("judge pairs (Meta-Rewarding)", "meta/judge_pairs"),
     ("CREAM consistency", "cream/consistency_mean"),
     ("SCIR agreement", "scir/agreement_rate"),
