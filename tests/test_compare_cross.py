@@ -214,3 +214,19 @@ def test_eval_wrappers_read_their_caches(tmp_path):
     cached(os.path.join(a, "eval", "pointwise_M3_by_M3.jsonl"), scores([4, 5], [3, 3], [None, None], [2, 4]))
     assert evaluate.pointwise_scores(cfg, a, "M3", "M3", None) == {"p0": [4, 5], "p1": [3, 3], "p2": [None, None],
                                                                   "p3": [2, 4]}
+
+
+def test_cross_pointwise_only(tmp_path):
+    """--no-h2h-pairwise: the same pointwise figures, no pairwise judge asked, no pairwise table rows."""
+    a = fake_run(str(tmp_path / "a"), "self_rewarding", SR)
+    b = fake_run(str(tmp_path / "b"), "dno", DNO)
+    out = str(tmp_path / "cmp")
+    write_cache(out)
+    page = open(report.build_compare([a, b], out, h2h_judge="M1", h2h_pairwise=False), encoding="utf-8").read()
+    res = json.load(open(os.path.join(out, "cross", "win_rates.json")))
+    got = {(r["x"], r["y"]): r for r in res["comparisons"]}
+    assert all(r["pairwise"] is None for r in got.values())
+    p = got[("self_rewarding", "dno")]["pointwise"]
+    assert (p["wins"], p["ties"], p["losses"], p["win_rate"]) == (1, 1, 1, 0.5)
+    table = rows(page)
+    assert sum(1 for r in table if r and r[0] == "self_rewarding vs dno") == 1  # the pointwise row only

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="judge every run's final model and the first run's M1 against each other, pointwise and "
                    "pairwise, from the answers `srlm eval` left in DIR/eval/: M<k> (the first run's model), a local "
                    "model path, or openai:MODEL@BASE_URL; verdicts cached in OUT/cross/")
+    p.add_argument("--no-h2h-pairwise", action="store_true",
+                   help="with --h2h-judge, the pointwise judge only (the pairwise one costs two generations per "
+                   "prompt and pair of models, and a small judge's pairwise verdicts follow position)")
 
     p = sub.add_parser("config", help="print the resolved config, or --list every key with its help")
     p.add_argument("--config", metavar="FILE")
@@ -231,7 +234,10 @@ def _dispatch(args) -> int:
     if args.command == "compare":
         from srlm import report
 
-        print(report.build_compare(args.run_dirs, args.out, h2h_judge=args.h2h_judge))
+        if args.no_h2h_pairwise and not args.h2h_judge:
+            raise ConfigError("--no-h2h-pairwise needs --h2h-judge")
+        print(report.build_compare(args.run_dirs, args.out, h2h_judge=args.h2h_judge,
+                                   h2h_pairwise=not args.no_h2h_pairwise))
         return 0
     return 1
 

@@ -213,7 +213,7 @@ COMPARE_SECTIONS: list[Callable[[Labeled], Section]] = [runs_section, agreement_
                                                         length_section, pairs_section, wall_time_section]
 
 
-def build_compare(run_dirs: list[str], out_dir: str, h2h_judge: str | None = None) -> str:
+def build_compare(run_dirs: list[str], out_dir: str, h2h_judge: str | None = None, h2h_pairwise: bool = True) -> str:
     """Write OUT/index.html and OUT/report.md comparing the runs; return the path of index.html.
     h2h_judge (SPEC, see cross.py): also judge the runs' final models and M1 against each other.
     InputError if fewer than two directories are given or one is not a run directory, and with
@@ -228,7 +228,7 @@ def build_compare(run_dirs: list[str], out_dir: str, h2h_judge: str | None = Non
     builders = list(COMPARE_SECTIONS)
     if h2h_judge:
         # The only step that loads a model (the judge), and only for verdicts not cached in OUT/cross/.
-        cross = cross_win_rates(run_dirs, [label for label, _ in labeled], out_dir, h2h_judge)
+        cross = cross_win_rates(run_dirs, [label for label, _ in labeled], out_dir, h2h_judge, h2h_pairwise)
 
         def cross_win_rates_section(_runs: Labeled) -> Section:
             return cross_section(cross)

@@ -135,10 +135,12 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def cross_win_rates(run_dirs: list[str], names: list[str], out_dir: str, spec: str) -> dict:
+def cross_win_rates(run_dirs: list[str], names: list[str], out_dir: str, spec: str, pairwise: bool = True) -> dict:
     """Judge every entry with SPEC and write OUT/cross/win_rates.json; return its content:
     {"judge", "judge_model", "scoring", "k", "prompts", "entries": [{name, run, model}],
-     "comparisons": [{"x", "y", "pointwise": {...}, "pairwise": {...}}]} (evaluate's summaries)."""
+     "comparisons": [{"x", "y", "pointwise": {...}, "pairwise": {...}}]} (evaluate's summaries).
+    pairwise=False skips the pairwise judge ("pairwise": None): it costs two generations per prompt
+    and pair of models, and a small judge's pairwise verdicts follow position, not content."""
     from srlm import evaluate
     from srlm.config import load_config
     from srlm.parallel import derive_seed
@@ -162,13 +164,13 @@ def cross_win_rates(run_dirs: list[str], names: list[str], out_dir: str, spec: s
             f"{e.name} ({e.model})") for e in ents}
         rows = []
         for x, y in comparisons([e.name for e in ents]):
-            pairwise = evaluate.pairwise_h2h(
+            h2h = evaluate.pairwise_h2h(
                 cfg, answers[x], answers[y], os.path.join(cross, f"h2h_{_slug(x)}_vs_{_slug(y)}.jsonl"),
                 {"judge": ident, "answers": [digest[x], digest[y]]}, backend, derive_seed(cfg.seed, "cross-h2h", x, y),
-                f"cross-run {x} vs {y}")
+                f"cross-run {x} vs {y}") if pairwise else None
             rows.append({"x": x, "y": y, "pointwise": pointwise_win_rate(answers[x], answers[y], scores[x], scores[y],
                                                                          cfg.seed),
-                         "pairwise": pairwise})
+                         "pairwise": h2h})
     finally:
         backend.close()
     res = {"judge": spec, "judge_model": ident, "scoring": scoring, "k": cfg.eval.k,
