@@ -190,6 +190,16 @@ def test_replay_limits():
     # Too few earlier pairs: all of them; a missing lag gives none.
     _, stats = replay_mix(cur, {1: pairs_of("t2", 3)}, {1: 0.3, 2: 0.15}, seed=0)
     assert (stats["lag_1"], stats["lag_2"], stats["total"]) == (3, 0, 13)
+    # Iteration 2 of the DNO run: 53 own pairs, 36 from t-1, no t-2. The 15% of t-2 must not go to
+    # t-1: floor(0.3 / 0.7 * 53) = 22 (22/75 = 29.3%), where counting t-2's share gave
+    # floor(0.3 / 0.55 * 53) = 28 (28/81 = 34.6%, above the paper's 30%).
+    _, stats = replay_mix(pairs_of("t3", 53), {1: pairs_of("t2", 36), 2: []}, {1: 0.3, 2: 0.15}, seed=0)
+    assert (stats["lag_1"], stats["lag_2"], stats["total"]) == (22, 0, 75)
+    # A short lag 2 (2 pairs, share 2/T): fixed at 2, then T = (53 + 2) / 0.7 -> n1 = floor(0.3 * 55 / 0.7) = 23.
+    _, stats = replay_mix(pairs_of("t3", 53), {1: pairs_of("t2", 36), 2: pairs_of("t1", 2)}, {1: 0.3, 2: 0.15},
+                          seed=0)
+    assert (stats["lag_1"], stats["lag_2"], stats["total"]) == (23, 2, 78)
+    assert 23 / 78 <= 0.3 and 2 / 78 <= 0.15
     mixed, stats = replay_mix([{"id": "a", "x": 1}], {}, {}, seed=0)
     assert mixed == [{"id": "a", "x": 1, "lag": 0}] and stats == {"current": 1, "total": 1}
     with pytest.raises(ValueError):

@@ -218,22 +218,26 @@ def _as_pair_dict(p) -> dict:
 def replay_mix(current: list, previous: Mapping[int, Sequence], rates: Mapping[int, float], seed: int):
     """Mix pairs of earlier iterations into this iteration's (DNO, section 5: at most 30% of the
     final set from iteration t-1 and 15% from t-2). `previous` maps lag -> that iteration's pairs,
-    `rates` lag -> the share of the final set. With C current pairs and R = sum(rates), lag l
-    contributes n_l = min(len(previous[l]), floor(rates[l] / (1 - R) * C)) pairs: if every lag
-    has enough pairs, n_l / (C + sum n) <= rates[l], with equality when the floor is exact.
-    Computed in exact fractions (0.3 / 0.55 * 55 is 29.999... in floats). Each lag's pairs are
-    sampled without replacement by random.Random(f"replay-{seed}-lag{lag}") and keep their
-    original order. Returns dicts: the pair's fields + lag (0 for current pairs); ids are kept
-    (prompt ids carry their iteration, so they do not collide)."""
+    `rates` lag -> the share of the final set. With C current pairs, every lag gets
+    n_l = floor(rates[l] * T) pairs, T = C + sum n the final size, except that a lag with fewer
+    pairs than that gives all it has: lags are settled in order of pool / rate, each one short of
+    its share fixed at its pool and T recomputed without it, so n_l / T <= rates[l] (to within
+    rounding) for every lag, including when an earlier iteration is missing or short (iteration
+    2 has no t-2: its 15% must not be handed to t-1, which would then exceed 30%). With every
+    lag full, n_l = floor(rates[l] / (1 - R) * C), R = sum(rates). Exact fractions (0.3 / 0.55 * 55
+    is 29.999... in floats). Each lag's pairs are sampled without replacement by
+    random.Random(f"replay-{seed}-lag{lag}") and keep their original order. Returns dicts: the
+    pair's fields + lag (0 for current pairs); ids are kept (prompt ids carry their iteration, so
+    they do not collide)."""
     if any(r < 0 for r in rates.values()) or sum(rates.values()) >= 1:
         raise ValueError(f"rates must be >= 0 and sum to < 1, got {dict(rates)}")
-    total_rate = sum(Fraction(r).limit_denominator(10**6) for r in rates.values())
+    rate = {lag: Fraction(r).limit_denominator(10**6) for lag, r in rates.items() if r > 0}
+    pools = {lag: list(previous.get(lag, [])) for lag in rates}
+    counts = _replay_counts(len(current), {lag: len(pools[lag]) for lag in rate}, rate)
     out = [{**_as_pair_dict(p), "lag": 0} for p in current]
     stats = {"current": len(current)}
     for lag in sorted(rates):
-        pool = list(previous.get(lag, []))
-        quota = Fraction(rates[lag]).limit_denominator(10**6) / (1 - total_rate) * len(current)
-        n = min(len(pool), math.floor(quota))
+        pool, n = pools[lag], counts.get(lag, 0)
         chosen = sorted(random.Random(f"replay-{seed}-lag{lag}").sample(range(len(pool)), n))
         out += [{**_as_pair_dict(pool[i]), "lag": lag} for i in chosen]
         stats[f"lag_{lag}"] = n
@@ -242,6 +246,21 @@ def replay_mix(current: list, previous: Mapping[int, Sequence], rates: Mapping[i
         raise ValueError("replay_mix: duplicate pair ids across iterations")
     stats["total"] = len(out)
     return out, stats
+
+
+def _replay_counts(n_current: int, available: Mapping[int, int], rate: Mapping[int, Fraction]) -> dict[int, int]:
+    """replay_mix's n_l: the largest counts with n_l <= available[l] and n_l <= rate[l] * T."""
+    free = sorted(rate, key=lambda lag: (Fraction(available[lag]) / rate[lag], lag))
+    fixed: dict[int, int] = {}
+
+    def total() -> Fraction:  # T when the free lags take exactly their share
+        return (n_current + sum(fixed.values())) / (1 - sum(rate[lag] for lag in free))
+
+    while free and available[free[0]] < rate[free[0]] * total():
+        lag = free.pop(0)
+        fixed[lag] = available[lag]
+    t = total()
+    return fixed | {lag: min(available[lag], math.floor(rate[lag] * t)) for lag in free}
 
 
 def spin_pairs(prompts_with_gold: Sequence[tuple[str, str, str]], samples: list[CandidateRecord]):
