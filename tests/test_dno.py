@@ -57,7 +57,8 @@ def _judgments(scores_by_cand: dict[str, list]) -> list[JudgmentRecord]:
 
 
 def test_dno_pairs_stage_by_hand(tmp_path):
-    cfg = load_config("dno", [f"output_dir={tmp_path}"])  # margin 1.0, self 1.5, replay [0.3, 0.15]
+    # The paper-scale margins of config.py (dno.yaml's are sized to expected scores); replay [0.3, 0.15].
+    cfg = load_config("dno", [f"output_dir={tmp_path}", "dno.margin=1.0", "dno.self_margin=1.5"])
     rd = RunDir(str(tmp_path))
     p, q = "t2-seed00000", "t2-seed00001"
 
@@ -91,7 +92,8 @@ def test_dno_pairs_stage_by_hand(tmp_path):
         (f"{p}-ref", f"{p}-c2", "repetition"),
     ]  # p-c0 vs p-ref: gap 0.5 < 1.0 dropped; q: three ties, q-c2 unscored
     assert pairs[2]["chosen"] == "gold p" and pairs[2]["score_chosen"] == 4.5 and pairs[2]["score_rejected"] == 2.5
-    # Replay: floor(0.3 / (1 - 0.45) * 5) = floor(2.73) = 2 from iteration 1's own pairs; no iteration 0.
+    # Replay: floor(0.3 / (1 - 0.3) * 5) = floor(2.14) = 2 from iteration 1's own pairs; there is no
+    # iteration 0, so t-2's 15% is not counted.
     replayed = [x for x in pairs if x["lag"] != 0]
     assert len(replayed) == 2 and all(x["lag"] == 1 for x in replayed)
     assert {x["id"] for x in replayed} <= {f"t1-old{i}" for i in range(6)}
@@ -149,9 +151,10 @@ def test_dno_loop_end_to_end(tmp_path, tiny_run_args):
         assert m["dno/references"] == 4 and m["dno/reference_score_mean"] is not None
         assert m["dpo/start"] == f"M{t}"  # DNO's reference policy is pi_t
         own_by_iter[t] = own
-    # Iteration 2 replays floor(0.3 / 0.55 * C) of iteration 1's own pairs (lag 1), no more than it has.
+    # Iteration 2 replays floor(0.3 / 0.7 * C) of iteration 1's own pairs (lag 1; there is no t-2, whose
+    # share is not counted), no more than it has.
     replayed = [x for x in read_jsonl(os.path.join(run, "iter_2", "pairs.jsonl")) if x["lag"] == 1]
-    expected = min(len(own_by_iter[1]), int(0.3 / 0.55 * len(own_by_iter[2]) + 1e-9))
+    expected = min(len(own_by_iter[1]), int(0.3 / 0.7 * len(own_by_iter[2]) + 1e-9))
     assert len(replayed) == expected == metrics["iter_2"]["dno/replayed"] >= 1, \
         (len(own_by_iter[1]), len(own_by_iter[2]), len(replayed))
     assert {x["id"] for x in replayed} <= {x["id"] for x in own_by_iter[1]}
