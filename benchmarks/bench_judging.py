@@ -3,9 +3,13 @@
 Naive: one fp32 `model.generate` call per judgment sample, the whole rubric prompt prefilled
 every time, generation until EOS or the token cap.
 srlm: the judge stage's path (rubric prefix prefilled once and its KV cache shared, K samples
-share each candidate's prefill, batched, stop at the completed score line, bf16 where fast).
+share each candidate's prefill, batched, stop at the completed score line, bf16 where fast), with
+the default config's scoring: expected (one more forward pass per judgment reads the score-digit
+distribution) and judgments cut once they repeat. The naive path only generates and parses, so
+with --scoring expected the ratio understates srlm's advantage.
 Metric: judgments per second. Target: >= 10x.
     python benchmarks/bench_judging.py [--model DIR] [--candidates 32] [--k 3] [--batch-size 96] [--repeats 3]
+        [--scoring expected|parsed] [--stop-repetition 8]
 The default size is one judging chunk of the default config (32 candidates x K=3 = 96 rows).
 --model defaults to the embedded M0; pass an SFT'd model (e.g. runs/default/models/M1) to
 measure the judge as the loop uses it, with score lines to stop at.
@@ -33,8 +37,11 @@ def main():
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scoring", choices=["expected", "parsed"], default="expected",
+                    help="srlm's judge.scoring (default.yaml: expected)")
+    ap.add_argument("--stop-repetition", type=int, default=8, help="srlm's judge.stop_repetition (default.yaml: 8)")
     args = ap.parse_args()
-    print(machine(), "model:", args.model or "embedded M0")
+    print(machine(), "model:", args.model or "embedded M0", "srlm scoring:", args.scoring)
     set_threads(0)
     ref = ModelRef(args.model) if args.model else resolve("embedded:smollm2-135m-instruct")
     tok = load_tokenizer(ref)
@@ -42,7 +49,8 @@ def main():
     backend = HFBackend(load_model(ref, pick_dtype("auto")), tok, batch_size=args.batch_size)
     template = rubric.load_template()
     items = [(e.prompt, e.response) for e in ift_examples(args.candidates)]
-    jcfg = JudgeConfig(k=args.k, max_new_tokens=args.max_new_tokens)
+    jcfg = JudgeConfig(k=args.k, max_new_tokens=args.max_new_tokens, scoring=args.scoring,
+                       stop_repetition=args.stop_repetition)
 
     def naive():
         out = []
@@ -67,8 +75,8 @@ def main():
         rates[k] = n / median(times[k])
         parsed = [s for s in scores[k] if s is not None]
         rows.append([k, n, f"{median(times[k]):.1f}", f"{rates[k]:.2f}", f"{len(parsed)}/{n}",
-                     dict(sorted(Counter(parsed).items()))])
-    print(table(rows, ["path", "judgments", "median s", "judgments/s", "parsed", "scores"]))
+                     dict(sorted(Counter(round(x) for x in parsed).items()))])
+    print(table(rows, ["path", "judgments", "median s", "judgments/s", "scored", "scores (rounded)"]))
     print(f"RATIO judging judgments/s srlm/naive = {rates['srlm'] / rates['naive']:.2f}x (target >= 10x)")
 
 
