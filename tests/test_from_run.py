@@ -86,3 +86,13 @@ def test_refuses_what_is_not_another_run(tiny_run, tmp_path):
         start_from(cfg, rd, str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="this run's own directory"):
         start_from(cfg, rd, cfg.output_dir)
+
+
+def test_cli_refuses_a_bad_source_before_the_run_directory_is_made(tmp_path, capsys):
+    from srlm.cli import main
+
+    out = tmp_path / "new"
+    code = main(["run", "--config", "tiny", "--output-dir", str(out), "--from-run", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--from-run" in err and "not a run directory" in err and "Traceback" not in err
+    assert not out.exists()

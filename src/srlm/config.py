@@ -197,12 +197,13 @@ class PairsConfig(Section):
 
     # method dpo_human (the paper's baseline: DPO on human preferences instead of self-rewards).
     human_train: str | None = F(
-        None, "methods dpo_human and rlhf: the human preference file DPO (or rlhf's reward model) trains on: pairwise JSONL {prompt, response_a, "
-        "response_b, label a|b|tie} (ties skipped), 'oasst:PATH' (Open Assistant trees: the best vs the worst "
-        "ranked reply of each first-turn prompt) or 'embedded:oasst'. Prompts that duplicate an evaluation prompt "
-        "(exactly, or ROUGE-L above eft_build.near_duplicate_threshold) are dropped first.")
-    max_human_train: int = F(0, "methods dpo_human and rlhf: use at most this many human pairs, a seeded subset (0 = all).",
-                             ge=0)
+        None, "methods dpo_human and rlhf: the human preference file DPO (or rlhf's reward model) trains on: "
+        "pairwise JSONL {prompt, response_a, response_b, label a|b|tie} (ties skipped), 'oasst:PATH' (Open "
+        "Assistant trees: the best vs the worst ranked reply of each first-turn prompt) or 'embedded:oasst'. "
+        "Prompts that duplicate an evaluation prompt (exactly, or ROUGE-L above "
+        "eft_build.near_duplicate_threshold) are dropped first.")
+    max_human_train: int = F(0, "methods dpo_human and rlhf: use at most this many human pairs, a seeded subset "
+                             "(0 = all).", ge=0)
 
 
 class DPOConfig(Section):

@@ -20,7 +20,7 @@ import yaml
 from srlm import progress
 from srlm.backends import make_backend
 from srlm.checks import check_inputs
-from srlm.config import Config, ConfigError, get, save_config, to_dict, with_overrides
+from srlm.config import Config, ConfigError, get, load_config, save_config, to_dict, with_overrides
 from srlm.modeling import ModelRef
 from srlm.parallel import barrier, is_main
 from srlm.records import read_json, update_metrics, write_json
@@ -217,6 +217,8 @@ def run_stage(stage: Stage, cfg: Config, rd: RunDir, t: int, backends: Backends 
 def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, verbose: bool = False,
         from_run: str | None = None) -> dict:
     counts = check_inputs(cfg)  # every input the config names, before any model loads
+    if from_run:
+        source_run(cfg, from_run)  # refused before this run's directory is made
     rd = prepare(cfg, allow_config_change)
     if from_run and is_main():
         start_from(cfg, rd, from_run)
@@ -259,11 +261,7 @@ def start_from(cfg: Config, rd: RunDir, source: str, echo=print) -> list[str]:
     (the usual freshness check); anything else is left out and built here. M0's and M1's
     evaluation caches come along when the evaluation settings are equal. Outputs this run
     already has are never replaced. Returns the copied paths."""
-    src = RunDir(source)
-    if not os.path.exists(src.config):
-        raise ConfigError(f"--from-run {source}: not a run directory (no config.yaml)")
-    if os.path.abspath(src.root) == os.path.abspath(rd.root):
-        raise ConfigError(f"--from-run {source}: that is this run's own directory")
+    src = source_run(cfg, source)
     copied, groups = [], []
     for stage, t in schedule(cfg):
         if t:
@@ -281,13 +279,13 @@ def start_from(cfg: Config, rd: RunDir, source: str, echo=print) -> list[str]:
         groups.append(metrics_group(stage, 0))
     if "sft" in groups and os.path.exists(src.sft_log) and not os.path.exists(rd.sft_log):
         shutil.copy2(src.sft_log, rd.sft_log)
-    with open(src.config, encoding="utf-8") as f:
-        src_cfg = Config.model_validate(yaml.safe_load(f) or {})
-    if "sft" in groups and _eval_settings(src_cfg) == _eval_settings(cfg) and os.path.isdir(src.eval_dir):
+    if ("sft" in groups and os.path.isdir(src.eval_dir)
+            and _eval_settings(load_config(src.config)) == _eval_settings(cfg)):
         for base, _, files in os.walk(src.eval_dir):
             for name in files:
-                models = [int(m) for m in MODEL_IN_NAME.findall(os.path.relpath(os.path.join(base, name), src.eval_dir))]
-                dst = os.path.join(rd.eval_dir, os.path.relpath(os.path.join(base, name), src.eval_dir))
+                rel = os.path.relpath(os.path.join(base, name), src.eval_dir)
+                models = [int(m) for m in MODEL_IN_NAME.findall(rel)]
+                dst = os.path.join(rd.eval_dir, rel)
                 if models and max(models) <= 1 and not os.path.exists(dst):
                     os.makedirs(os.path.dirname(dst), exist_ok=True)
                     shutil.copy2(os.path.join(base, name), dst)
@@ -300,6 +298,16 @@ def start_from(cfg: Config, rd: RunDir, source: str, echo=print) -> list[str]:
     if copied:
         echo(f"srlm: --from-run: took {', '.join(groups) or 'evaluation caches'} from {source}")
     return copied
+
+
+def source_run(cfg: Config, source: str) -> RunDir:
+    """The run directory --from-run names; ConfigError if it is none, or this run's own."""
+    src = RunDir(source)
+    if not os.path.exists(src.config):
+        raise ConfigError(f"--from-run {source}: not a run directory (no config.yaml)")
+    if os.path.abspath(src.root) == os.path.abspath(cfg.output_dir):
+        raise ConfigError(f"--from-run {source}: that is this run's own directory")
+    return src
 
 
 def _eval_settings(cfg: Config) -> dict:
