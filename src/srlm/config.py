@@ -113,10 +113,12 @@ class SFTConfig(Section):
 
 
 class PromptsConfig(Section):
-    source: Literal["self_instruct", "file"] = F(
+    source: Literal["self_instruct", "file", "seed"] = F(
         "self_instruct",
         "self_instruct: M_t writes new prompts from few-shot seed prompts (paper section 3.1; the paper used a "
-        "fixed Llama 2-Chat 70B, srlm uses M_t unless prompts.model is set). file: read prompts from prompts.file.")
+        "fixed Llama 2-Chat 70B, srlm uses M_t unless prompts.model is set). file: read prompts from prompts.file. "
+        "seed: a seeded draw of num_prompts of the seed IFT prompts (data.ift) per iteration, for verifiable "
+        "prompts (prompts.verifiable_max) where each draw carries new instructions.")
     file: str | None = F(None, "JSONL of {prompt} (or plain strings) when source=file.")
     model: str | None = F(None, "Optional fixed model for prompt generation (default: M_t).")
     num_prompts: int = F(64, "New prompts per iteration.", ge=1)
@@ -130,6 +132,20 @@ class PromptsConfig(Section):
         0.7, "Drop a prompt whose ROUGE-L F1 with any kept or seed prompt exceeds this (Self-Instruct: 0.7).",
         gt=0, le=1)
     max_rounds: int = F(8, "Generation rounds before giving up on reaching num_prompts.", ge=1)
+    verifiable_max: int = F(
+        0, "Attach between verifiable_min and this many verifiable instructions (IFEval's kinds, drawn from "
+        "lm-eval's instruction registry with seeded arguments, never two that conflict) to every prompt, so "
+        "judge.source=verifier can check the answers. Base prompts equal to or near-duplicates (ROUGE-L above "
+        "rouge_threshold) of IFEval's 541 evaluation prompts are dropped first. 0 = plain prompts (the paper).",
+        ge=0)
+    verifiable_min: int = F(1, "Fewest verifiable instructions per prompt (when verifiable_max > 0).", ge=1)
+    verifiable_families: list[str] = F(
+        list, "Instruction families (e.g. punctuation, change_case) or ids (punctuation:no_comma) training prompts "
+        "draw from. Empty: all of IFEval's registry.")
+    holdout_families: list[str] = F(
+        list, "Instruction families or ids never attached to training prompts, so evaluation reports IFEval "
+        "separately on the prompts whose instructions all come from them (does the loop teach instruction "
+        "following, or only the trained checkers?). [half]: a seeded half of the families.")
 
 
 class SampleConfig(Section):
@@ -170,6 +186,16 @@ class JudgeConfig(Section):
         "frozen judge that never trains (RLAIF): M0 or M1 of this run (the models that exist before iteration 1), "
         "a local model path, Hub id or 'embedded:...', or openai:MODEL@BASE_URL (key from backend.api_key_env). "
         "A written constitution goes into the rubric through judge.template.")
+    source: Literal["rubric", "verifier", "hybrid"] = F(
+        "rubric",
+        "What scores a candidate. rubric (the paper): the model's K rubric judgments. verifier: the fraction of "
+        "its prompt's verifiable instructions (prompts.verifiable_max) it follows, IFEval's strict check; no "
+        "model runs. hybrid: verifier + rubric_weight x the rubric score of each of the K judgments (the "
+        "rubric's scores are kept with every judgment, so the judge can be compared with the checker). On "
+        "verifiable prompts every judgment records the checker's verdicts, whatever the source.")
+    rubric_weight: float = F(
+        0.0, "judge.source=hybrid: the weight lambda of the rubric score (0-5) added to the checker's fraction "
+        "(0-1); 0 = the checker alone, with the rubric's scores recorded beside it.", ge=0)
 
 
 class PairsConfig(Section):
@@ -469,6 +495,14 @@ class Config(Section):
             problems.append("prompts.source=file needs prompts.file")
         if self.prompts.min_words > self.prompts.max_words:
             problems.append("prompts.min_words must not exceed prompts.max_words")
+        if self.prompts.verifiable_max and self.prompts.verifiable_min > self.prompts.verifiable_max:
+            problems.append("prompts.verifiable_min must not exceed prompts.verifiable_max")
+        if self.judge.source != "rubric" and not self.prompts.verifiable_max:
+            problems.append(f"judge.source={self.judge.source} checks verifiable instructions: set "
+                            "prompts.verifiable_max (1-3) so the prompts carry some")
+        if self.judge.source != "rubric" and self.method not in ("self_rewarding", "rlaif", "scir"):
+            problems.append(f"judge.source={self.judge.source} works with methods whose pairs come from the judge "
+                            "stage's scores on self-instruct prompts (self_rewarding, rlaif, scir)")
         problems += self._judge_model_problems()
         problems += self._method_problems()
         if problems:

@@ -11,6 +11,12 @@ judge.scoring picks how a judgment becomes a score:
   judgment text plus a forced `Score: ` prefix. The six probabilities and whether the prefix was
   forced are stored with the judgment; no judgment is thrown away. An engine that returns no
   token probabilities falls back to parsed, judgment by judgment, and says so.
+judge.source picks what the score is (the positive control, srlm/verifier.py): rubric (the
+paper) as above; verifier: the fraction of the prompt's verifiable instructions the candidate
+follows, IFEval's strict check, one record per candidate and no model; hybrid: the checker's
+fraction + judge.rubric_weight x each rubric judgment's score. On verifiable prompts every
+judgment records the checker's verdicts (`verifier`, `verifier_score`) and the rubric's score
+(`judge_score`) beside `score`, so the self-judge can be compared with the checker.
 Output: DIR/iter_<t>/judgments.jsonl of JudgmentRecord.
 """
 
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from srlm import rubric
 from srlm.backends import Backend, SamplingParams, generate_within_context
 from srlm.parallel import run_chunks
-from srlm.records import CandidateRecord, JudgmentRecord, read_jsonl
+from srlm.records import CandidateRecord, JudgmentRecord, PromptRecord, read_jsonl
 
 log = logging.getLogger(__name__)
 OVER_CONTEXT = "judge prompt exceeds the context window"
@@ -101,46 +107,105 @@ def run(cfg, rd, t: int, backend: Backend | None, files: list[str] | None = None
     """The judge stage over `files` of CandidateRecord (default: iter_<t>/candidates.jsonl; DNO
     adds its reference answers, stages.judged_files), judged in file order."""
     cands = [c for f in (files or [rd.candidates(t)]) for c in read_jsonl(f, CandidateRecord)]
-    return summarize(judge_candidates(cfg, backend, cands, rd.judgments(t), (cfg.seed, t, "judge"), f"M{t} judging"))
+    prompts = {p.id: p for p in read_jsonl(rd.prompts(t), PromptRecord)} if reads_prompts(cfg) else {}
+    recs = judge_candidates(cfg, backend, cands, rd.judgments(t), (cfg.seed, t, "judge"), f"M{t} judging", prompts)
+    return summarize(recs)
+
+
+def reads_prompts(cfg) -> bool:
+    """Whether the judge stage reads iter_<t>/prompts.jsonl (for verifiable instructions)."""
+    return cfg.judge.source != "rubric" or cfg.prompts.verifiable_max > 0
 
 
 def judge_candidates(cfg, backend: Backend | None, cands: list[CandidateRecord], out: str, seed_key: tuple,
-                     label: str) -> list[dict]:
-    """K JudgmentRecords per candidate into `out`, in resumable chunks seeded from `seed_key`
-    (the judge stage, and CREAM's previous-model judge)."""
+                     label: str, prompts: dict[str, PromptRecord] | None = None) -> list[dict]:
+    """K JudgmentRecords per candidate into `out` (one under judge.source=verifier), in resumable
+    chunks seeded from `seed_key` (the judge stage, and CREAM's previous-model judge). `prompts`
+    (by id) supplies verifiable instructions for the checker."""
     template = rubric.load_template(cfg.judge.template)
+    from srlm import verifier
+
+    source = cfg.judge.source
+    prompts = prompts or {}
 
     def work(chunk: list[CandidateRecord], seed: int) -> list[dict]:
-        res = judge_items(backend, template, [(c.prompt, c.response) for c in chunk], cfg.judge.k, cfg.judge, seed)
+        follow = _check(chunk, prompts)
+        if source == "verifier":
+            rows = [[None] for _ in chunk]
+        else:
+            rows = judge_items(backend, template, [(c.prompt, c.response) for c in chunk], cfg.judge.k, cfg.judge,
+                               seed)
         recs = []
-        for c, row in zip(chunk, res):
+        for c, row, f in zip(chunk, rows, follow):
+            vscore = None if f is None else verifier.reward(f)
             for s, jd in enumerate(row):
+                if jd is None:  # the checker alone
+                    jd = Judgment(_verdict_text(f), vscore, None if f is not None else NO_INSTRUCTIONS, None,
+                                  mode="verifier")
+                    judge_score = None
+                else:
+                    judge_score = jd.score
+                    if source == "hybrid":
+                        jd.score = None if vscore is None or jd.score is None else (
+                            vscore + cfg.judge.rubric_weight * jd.score)
+                        jd.mode = f"hybrid+{jd.mode}"
                 recs.append(dataclasses.asdict(JudgmentRecord(
                     id=f"{c.id}-j{s}", candidate_id=c.id, prompt_id=c.prompt_id, sample=s, text=jd.text,
                     score=jd.score, error=jd.error, parsed_score=jd.parsed, mode=jd.mode, score_probs=jd.probs,
-                    score_forced=jd.forced, finish_reason=jd.finish_reason)))
+                    score_forced=jd.forced, finish_reason=jd.finish_reason, verifier=f, verifier_score=vscore,
+                    judge_score=judge_score)))
         return recs
 
     return run_chunks(out, cands, cfg.judge.chunk_size, work, seed_key, label)
 
 
+NO_INSTRUCTIONS = "the prompt carries no verifiable instructions"
+
+
+def _check(chunk: list[CandidateRecord], prompts: dict[str, PromptRecord]) -> list[list[bool] | None]:
+    """The checker's strict verdicts per candidate (None where its prompt has no instructions)."""
+    from srlm import verifier
+
+    todo = [(i, prompts[c.prompt_id]) for i, c in enumerate(chunk)
+            if c.prompt_id in prompts and prompts[c.prompt_id].instruction_id_list]
+    out: list[list[bool] | None] = [None] * len(chunk)
+    checked = verifier.check([(chunk[i].prompt_id, p.prompt, p.instruction_id_list, p.kwargs, chunk[i].response)
+                              for i, p in todo]) if todo else []
+    for (i, _), f in zip(todo, checked):
+        out[i] = f
+    return out
+
+
+def _verdict_text(follow: list[bool] | None) -> str:
+    if follow is None:
+        return ""
+    return f"verifier: {sum(follow)}/{len(follow)} instructions followed ({', '.join(map(str, follow))})"
+
+
 def summarize(recs: list[dict]) -> dict:
     """judge/* metrics of judgment records. parse_failure_rate always counts texts without a
     valid score line (the paper's measure); unscored counts judgments with no score at all,
-    which is 0 in expected mode by construction."""
+    which is 0 in expected mode by construction. Checker-only records (judge.source=verifier)
+    have no text to parse and count in neither."""
     scores = [r["score"] for r in recs if r["score"] is not None]
-    parsed = [r.get("parsed_score", r["score"]) for r in recs]
+    texts = [r for r in recs if r.get("mode") != "verifier"]
+    parsed = [r.get("parsed_score", r["score"]) for r in texts]
     parsed = [p for p in parsed if p is not None]
-    failures = Counter(r["error"].split(" [")[0] if r["error"] else "" for r in recs
+    failures = Counter(r["error"].split(" [")[0] if r["error"] else "" for r in texts
                        if r.get("parsed_score", r["score"]) is None)
     # Histogram of scores rounded to the nearest digit (expected scores are fractional).
     hist = Counter(int(round(s)) for s in scores)
     n = len(recs)
-    return {
+    checked = [r for r in recs if r.get("verifier_score") is not None]
+    extra = {}
+    if checked:
+        extra["judge/verifier_mean"] = statistics.fmean(r["verifier_score"] for r in checked)
+        extra["judge/verifier_all_followed"] = statistics.fmean(float(all(r["verifier"])) for r in checked)
+    return extra | {
         "judge/judgments": n,
         "judge/parsed": len(parsed),
-        "judge/parse_failures": n - len(parsed),
-        "judge/parse_failure_rate": (n - len(parsed)) / n if n else 0.0,
+        "judge/parse_failures": len(texts) - len(parsed),
+        "judge/parse_failure_rate": (len(texts) - len(parsed)) / len(texts) if texts else 0.0,
         "judge/failure_reasons": dict(failures),
         "judge/unscored": n - len(scores),
         "judge/forced_prefix": sum(bool(r.get("score_forced")) for r in recs),

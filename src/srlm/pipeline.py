@@ -195,10 +195,11 @@ def run_stage(stage: Stage, cfg: Config, rd: RunDir, t: int, backends: Backends 
             write_json(out + ".started", started)
     barrier()
     backend = None
-    if stage.model is not None:
+    ref = stage.model(cfg, rd, t) if stage.model is not None else None
+    if ref is not None:  # a stage may need no model in some settings (judge.source=verifier)
         backends = backends or Backends(cfg)
         with progress.stage(rd.log("load"), f"loading {stage.name}'s model"):
-            backend = backends.get(stage.model(cfg, rd, t))
+            backend = backends.get(ref)
     started_at = time.time()
     label = f"{stage.name}" + (f" · iteration {t}" if t else "")
     with progress.stage(rd.log(stage.name if not t else f"{stage.name}_{t}"), label):

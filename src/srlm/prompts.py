@@ -5,6 +5,9 @@ Generated prompts are filtered as Self-Instruct does: too short or too long, deg
 (repetitive) text, and prompts whose ROUGE-L F1 (rouge_score's scorer, no stemming, as
 Self-Instruct) with any seed or already kept prompt exceeds the threshold (0.7) are dropped, each
 drop counted by reason in metrics.json.
+prompts.source=seed draws the seed IFT prompts instead (no model). With prompts.verifiable_max
+each prompt then carries 1-3 verifiable instructions (srlm/verifier.py) after base prompts that
+duplicate an evaluation prompt (IFEval's, eval.prompts, eval.human_prefs) are dropped.
 Output: DIR/iter_<t>/prompts.jsonl of PromptRecord.
 """
 
@@ -132,10 +135,73 @@ def run(cfg, rd, t: int, backend: Backend | None) -> dict:
     out = rd.prompts(t)
     stats: dict = {}
     if is_main():
-        stats = _from_file(cfg, out, t) if cfg.prompts.source == "file" else _self_instruct(cfg, out, t, backend)
+        if cfg.prompts.source == "seed":
+            stats = _from_seed(cfg, out, t)
+        elif cfg.prompts.source == "file":
+            stats = _from_file(cfg, out, t)
+        else:
+            stats = _self_instruct(cfg, out, t, backend)
+        if cfg.prompts.verifiable_max:
+            stats |= _make_verifiable(cfg, out, t)
     barrier()
     recs = read_jsonl(out, PromptRecord)
     return {f"prompts/{k}": v for k, v in stats.items()} | {"prompts/kept": len(recs)}
+
+
+def without_eval_duplicates(cfg, texts: list[str]) -> tuple[list[str], Counter]:
+    """Training prompts minus exact and ROUGE-L near-duplicates (prompts.rouge_threshold) of every
+    evaluation prompt: IFEval's 541, eval.prompts and the human-preference files."""
+    from srlm import eft_build, ifeval
+
+    held = [p["prompt"] for p in ifeval.load_prompts()] + eft_build.eval_prompts(cfg)
+    kept, dropped = eft_build.dedup_against_eval([_Text(x) for x in texts], held, cfg.prompts.rouge_threshold)
+    return [k.prompt for k in kept], dropped
+
+
+class _Text:
+    def __init__(self, prompt: str):
+        self.prompt = prompt
+
+
+def _from_seed(cfg, out: str, t: int) -> dict:
+    """num_prompts of the seed IFT prompts, a fresh seeded draw per iteration (a pool smaller than
+    num_prompts is drawn again, each copy getting its own instructions)."""
+    pool, dropped = without_eval_duplicates(cfg, list(dict.fromkeys(seed_prompts(cfg))))
+    if not pool:
+        raise InputError(f"prompts.source=seed: no seed IFT prompt of {cfg.data.ift} is left after removing "
+                         f"evaluation prompts ({dict(dropped)})")
+    rng = random.Random(derive_seed(cfg.seed, t, "prompts", "seed"))
+    drawn: list[str] = []
+    while len(drawn) < cfg.prompts.num_prompts:
+        drawn += rng.sample(pool, min(len(pool), cfg.prompts.num_prompts - len(drawn)))
+    write_jsonl(out, [PromptRecord(f"t{t}-p{i:05d}", p, "seed", t) for i, p in enumerate(drawn)])
+    return {"generated": len(drawn), "seed_pool": len(pool),
+            **{f"dropped_{k}": v for k, v in dropped.items()}}
+
+
+def _make_verifiable(cfg, out: str, t: int) -> dict:
+    """Attach seeded verifiable instructions to the prompts in `out` (rewritten in place), after
+    dropping those that duplicate an evaluation prompt."""
+    from srlm import verifier
+
+    recs = read_jsonl(out, PromptRecord)
+    kept_texts, dropped = without_eval_duplicates(cfg, [r.prompt for r in recs])
+    kept = set(kept_texts)
+    allowed = verifier.trainable_ids(cfg.prompts.verifiable_families, cfg.prompts.holdout_families, cfg.seed)
+    rng = random.Random(derive_seed(cfg.seed, t, "prompts", "verifiable"))
+    lo, hi = cfg.prompts.verifiable_min, cfg.prompts.verifiable_max
+    new, per_prompt = [], Counter()
+    for r in recs:
+        if r.prompt not in kept:
+            continue
+        text, ids, kwargs = verifier.attach(r.prompt, rng, rng.randint(lo, hi), allowed)
+        per_prompt[len(ids)] += 1
+        new.append(PromptRecord(r.id, text, r.source, r.iteration, ids, kwargs))
+    if not new:
+        raise InputError(f"{out}: every prompt duplicates an evaluation prompt ({dict(dropped)})")
+    write_jsonl(out, new)
+    return {"verifiable": len(new), "verifiable_instructions": dict(sorted(per_prompt.items())),
+            **{f"verifiable_dropped_{k}": v for k, v in dropped.items()}}
 
 
 def _from_file(cfg, out: str, t: int) -> None:

@@ -28,6 +28,10 @@ class PromptRecord:
     prompt: str
     source: str  # "self_instruct" | "file" | "seed"
     iteration: int
+    # Verifiable prompts (prompts.verifiable_max): IFEval's instruction ids and their arguments,
+    # in IFEval's input format; None on plain prompts.
+    instruction_id_list: list[str] | None = None
+    kwargs: list[dict] | None = None
 
 
 @dataclass
@@ -55,6 +59,12 @@ class JudgmentRecord:
     score_probs: list[float] | None = None  # expected mode: P(score digit = 0..5)
     score_forced: bool = False  # expected mode: read after a forced `Score: ` prefix
     finish_reason: str | None = None  # "stop" | "length" | "repetition"
+    # Verifiable prompts: the checker's strict verdict per instruction and the fraction followed;
+    # judge_score is the rubric's score of this judgment (None under judge.source=verifier), so
+    # `score` (what the pairs use) may be the checker's, the rubric's or their hybrid.
+    verifier: list[bool] | None = None
+    verifier_score: float | None = None
+    judge_score: float | int | None = None
 
 
 @dataclass

@@ -122,6 +122,21 @@ def judged_files(cfg: Config, rd: RunDir, t: int) -> list[str]:
     return [rd.candidates(t), *([rd.references(t)] if cfg.method == "dno" else [])]
 
 
+def _judge_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
+    from srlm import judge
+
+    model = judge_model(cfg, rd, t)
+    return [*([_model_input(model)] if model is not None else []), *judged_files(cfg, rd, t), *_template(cfg),
+            *([rd.prompts(t)] if judge.reads_prompts(cfg) else [])]
+
+
+def _prompts_model(cfg: Config, rd: RunDir, t: int):
+    """Self-instruct's writer: prompts.model or M_t; none for prompts read from a file or the seed."""
+    if cfg.prompts.source != "self_instruct":
+        return None
+    return resolve(cfg.prompts.model) if cfg.prompts.model else model_ref(rd, t)
+
+
 def _run_judge(cfg, rd, t, backend):
     from srlm import judge
 
@@ -299,7 +314,10 @@ def _eft_judge(cfg: Config, rd: RunDir, t: int):
 
 def judge_model(cfg: Config, rd: RunDir, t: int):
     """The model that judges iteration t: M_t itself (judge.model empty, the paper), or a frozen
-    judge (RLAIF): M0, M1, a model path / Hub id / embedded model, or an openai: endpoint."""
+    judge (RLAIF): M0, M1, a model path / Hub id / embedded model, or an openai: endpoint; none
+    when the checker alone scores (judge.source=verifier)."""
+    if cfg.judge.source == "verifier":
+        return None
     spec = cfg.judge.model
     if not spec:
         return model_ref(rd, t)
@@ -334,9 +352,9 @@ STAGES: list[Stage] = [
     Stage("prompts", "iteration t: new prompts by few-shot self-instruct -> iter_<t>/prompts.jsonl", True,
           lambda rd, t: rd.prompts(t),
           lambda cfg, rd, t: [_model_input(resolve(cfg.prompts.model)) if cfg.prompts.model else rd.model(t),
-                              *_files(cfg.data.ift), *([cfg.prompts.file] if cfg.prompts.source == "file" else [])],
-          ("prompts", "data.ift", "sample.max_new_tokens", *GENERATION_KEYS), _run_prompts,
-          model=lambda cfg, rd, t: resolve(cfg.prompts.model) if cfg.prompts.model else model_ref(rd, t),
+                              *_files(cfg.data.ift), *([cfg.prompts.file] if cfg.prompts.source == "file" else []),
+                              *(eval_prompt_files(cfg) if cfg.prompts.verifiable_max else [])],
+          ("prompts", "data.ift", "sample.max_new_tokens", *GENERATION_KEYS), _run_prompts, model=_prompts_model,
           enabled=lambda cfg: cfg.method not in NO_SELF_INSTRUCT),
     Stage("seed_prompts", "iteration t (spin, dno): a seeded subset of the seed IFT prompts (dno: of its reference "
           "set) -> iter_<t>/prompts.jsonl",
@@ -354,7 +372,7 @@ STAGES: list[Stage] = [
     Stage("judge", "iteration t: K rubric judgments per candidate by M_t (or the frozen judge.model) -> "
           "iter_<t>/judgments.jsonl", True,
           lambda rd, t: rd.judgments(t),
-          lambda cfg, rd, t: [_model_input(judge_model(cfg, rd, t)), *judged_files(cfg, rd, t), *_template(cfg)],
+          _judge_inputs,
           ("judge", *GENERATION_KEYS), _run_judge, model=judge_model,
           enabled=lambda cfg: cfg.method not in NO_JUDGE and not _cream_implicit(cfg)),
     Stage("judge_prev", "iteration t (cream): the previous model (M0 for t=1, else M_{t-1}) judges iteration t's "
