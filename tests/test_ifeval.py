@@ -178,6 +178,81 @@ def test_summary_of_nothing():
     assert s["ifeval/prompts"] == 0 and s["ifeval/score"] is None and s["ifeval/inst_loose_ci95"] is None
 
 
+# --- paired deltas, families, subsets -----------------------------------------------------------
+
+def keyed(key, strict, loose, ids=None) -> dict:
+    return {**scored_row(strict, loose), "key": key, "instruction_id_list": ids or ["f:i"] * len(strict)}
+
+
+T, F = True, False
+# A and B on prompts 1-4 (A's prompt 6 and B's prompt 5 have no partner and are left out).
+ROWS_A = [keyed(1, [T, T], [T, T]), keyed(2, [F], [T]), keyed(6, [T], [T]), keyed(3, [T, F], [T, F]),
+          keyed(4, [F], [F])]
+ROWS_B = [keyed(5, [F], [F]), keyed(4, [F], [T]), keyed(3, [T, T], [T, T]), keyed(2, [T], [T]),
+          keyed(1, [T, T], [T, T])]
+
+
+def test_paired_delta_hand_computed():
+    d = ifeval.paired_delta(ROWS_A, ROWS_B, seed=0, bootstrap=500)
+    # A: prompt strict 1/4, inst strict 3/6, prompt loose 2/4, inst loose 4/6.
+    # B: prompt strict 3/4, inst strict 5/6, prompt loose 4/4, inst loose 6/6.
+    expected = {"prompt_strict": 2 / 4, "inst_strict": 2 / 6, "prompt_loose": 2 / 4, "inst_loose": 2 / 6,
+                "score": (2 / 4 + 2 / 6) / 2, "score_loose": (2 / 4 + 2 / 6) / 2}
+    assert d["ifeval/paired_prompts"] == 4
+    assert (d["ifeval/prompts_fixed"], d["ifeval/prompts_broken"]) == (2, 0)  # prompts 2 and 3
+    for k, v in expected.items():
+        assert d[f"ifeval/delta_{k}"] == pytest.approx(v), k
+        lo, hi = d[f"ifeval/delta_{k}_ci95"]
+        # B follows everything A follows on every prompt: no resample can favour A.
+        assert 0 <= lo <= v <= hi <= 1, k
+    assert d == ifeval.paired_delta(ROWS_A, ROWS_B, seed=0, bootstrap=500)  # seeded
+
+
+def test_paired_delta_swapped_negates():
+    ab = ifeval.paired_delta(ROWS_A, ROWS_B, seed=3, bootstrap=300)
+    ba = ifeval.paired_delta(sorted(ROWS_B, key=lambda r: r["key"]), sorted(ROWS_A, key=lambda r: r["key"]),
+                             seed=3, bootstrap=300)
+    for k in ifeval.NAMES:
+        assert ba[f"ifeval/delta_{k}"] == pytest.approx(-ab[f"ifeval/delta_{k}"])
+        assert ba[f"ifeval/delta_{k}_ci95"] == pytest.approx([-x for x in reversed(ab[f"ifeval/delta_{k}_ci95"])])
+    assert (ba["ifeval/prompts_fixed"], ba["ifeval/prompts_broken"]) == (0, 2)
+
+
+def test_paired_delta_of_a_model_with_itself_is_exactly_zero():
+    """Both models resampled together: a model against itself has no spread at all (two separate
+    bootstraps would give an interval around zero)."""
+    rows = [keyed(i, [i % 2 == 0, i % 3 == 0], [i % 2 == 0, True]) for i in range(12)]
+    d = ifeval.paired_delta(rows, [dict(r) for r in rows], seed=0, bootstrap=200)
+    assert all(d[f"ifeval/delta_{k}"] == 0 and d[f"ifeval/delta_{k}_ci95"] == [0.0, 0.0] for k in ifeval.NAMES)
+
+
+def test_paired_delta_without_common_prompts():
+    d = ifeval.paired_delta([keyed(1, [T], [T])], [keyed(2, [T], [T])])
+    assert d["ifeval/paired_prompts"] == 0 and d["ifeval/delta_score"] is None
+    assert d["ifeval/delta_score_ci95"] is None
+
+
+def test_by_family_hand_computed():
+    rows = [keyed(1, [T, F], [T, T], ["punctuation:no_comma", "length_constraints:number_words"]),
+            keyed(2, [F], [T], ["punctuation:no_comma"]),
+            keyed(3, [T, T], [T, T], ["change_case:english_lowercase", "length_constraints:number_sentences"])]
+    assert ifeval.by_family(rows) == {
+        "change_case": {"instructions": 1, "inst_strict": 1.0, "inst_loose": 1.0},
+        "length_constraints": {"instructions": 2, "inst_strict": 0.5, "inst_loose": 1.0},
+        "punctuation": {"instructions": 2, "inst_strict": 0.5, "inst_loose": 1.0},
+    }
+    assert list(ifeval.by_family(rows)) == ["change_case", "length_constraints", "punctuation"]
+    assert ifeval.by_family([]) == {}
+
+
+def test_subset_keeps_rows_whose_every_instruction_is_in_the_set():
+    rows = [keyed(1, [T], [T], ["a:x"]), keyed(2, [T, F], [T, F], ["a:x", "b:y"]),
+            keyed(3, [T, T], [T, T], ["a:x", "c:z"]), {**keyed(4, [], []), "instruction_id_list": []}]
+    assert [r["key"] for r in ifeval.subset(rows, frozenset({"a:x", "b:y"}))] == [1, 2]
+    assert [r["key"] for r in ifeval.subset(rows, frozenset({"c:z"}))] == []
+    assert ifeval.subset(rows, frozenset()) == []
+
+
 # --- a tiny model, end to end -------------------------------------------------------------------
 
 def test_tiny_model_answer_score_summarize(tiny_model):
