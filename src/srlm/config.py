@@ -495,6 +495,9 @@ class Config(Section):
             problems.append("prompts.source=file needs prompts.file")
         if self.prompts.min_words > self.prompts.max_words:
             problems.append("prompts.min_words must not exceed prompts.max_words")
+        if self.dpo.final_learning_rate >= self.dpo.learning_rate:
+            problems.append(f"dpo.final_learning_rate ({self.dpo.final_learning_rate}) must be below "
+                            f"dpo.learning_rate ({self.dpo.learning_rate}): the rate decays linearly to it")
         if self.prompts.verifiable_max and self.prompts.verifiable_min > self.prompts.verifiable_max:
             problems.append("prompts.verifiable_min must not exceed prompts.verifiable_max")
         if self.judge.source != "rubric" and not self.prompts.verifiable_max:
