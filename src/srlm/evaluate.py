@@ -16,6 +16,10 @@ Per pair of models, head-to-head win rates with a bootstrap confidence interval 
 rate at equal length, by two judges (eval.h2h_judge): "pairwise", the pairwise prompt asked in
 both orders to cancel position bias, and "pointwise", both answers scored by the rubric judge
 (no position to be biased by).
+Per model with eval.ifeval, IFEval (srlm/ifeval.py), and from its cached scored rows with no
+generation (ifeval_breakdown): accuracy per instruction family, the prompts held out of training
+and the trained ones apart (prompts.holdout_families), and each model minus M0 and minus M1 on
+the same prompts with a paired bootstrap interval (eval group "ifeval_delta").
 Results: DIR/eval/*.jsonl and the "eval" group of DIR/metrics.json.
 """
 
@@ -595,6 +599,72 @@ def ifeval_model(cfg, run_dir: str, name: str, backend) -> dict:
     return ifeval.summarize(read_jsonl(out), seed=cfg.seed)
 
 
+IFEVAL_SUBSETS = ("ifeval_heldout/", "ifeval_trained/")  # metric prefixes of the held-out / trained prompts
+IFEVAL_BASELINES = ("M0", "M1")  # every model's IFEval is compared with the base model and the SFT model
+
+
+def ifeval_split(cfg) -> tuple[frozenset[str], frozenset[str]]:
+    """(instruction ids held out of training, ids training may carry); both empty when nothing
+    is held out (prompts.holdout_families, read with a default so older configs still work)."""
+    spec = list(getattr(getattr(cfg, "prompts", None), "holdout_families", None) or [])
+    if not spec:
+        return frozenset(), frozenset()
+    from srlm import verifier
+
+    held = verifier.heldout_ids(spec, cfg.seed)
+    if not held:
+        return frozenset(), frozenset()
+    pool = list(getattr(cfg.prompts, "verifiable_families", None) or [])
+    return held, frozenset(verifier.trainable_ids(pool, spec, cfg.seed))
+
+
+def _renamed(metrics: dict, prefix: str) -> dict:
+    """`ifeval/x` -> `<prefix>x`."""
+    return {prefix + k.split("/", 1)[1]: v for k, v in metrics.items()}
+
+
+def ifeval_breakdown(cfg, run_dir: str, ifeval_group: dict) -> dict:
+    """What the cached scored IFEval rows (eval/ifeval_<M>.jsonl) give without generating
+    anything; recomputed on every `srlm eval`.
+
+    Adds to each model's entry of `ifeval_group` (eval.ifeval): `ifeval/by_family`
+    (instruction-level accuracy per instruction family) and, when families are held out of
+    training, summarize()'s metrics on the prompts whose instructions are all held out
+    (`ifeval_heldout/*`) and all trainable (`ifeval_trained/*`). Returns the `ifeval_delta`
+    group: `M<t>_vs_M0` and `M<t>_vs_M1`, ifeval.paired_delta of M<t> minus the earlier model on
+    their common prompts (`ifeval/delta_*`, and `ifeval_heldout/delta_*`, `ifeval_trained/delta_*`
+    on the subsets)."""
+    from srlm import ifeval
+
+    ev = os.path.join(run_dir, "eval")
+    found = [m.group(1) for m in map(re.compile(r"ifeval_(M\d+)\.jsonl").fullmatch,
+                                     os.listdir(ev) if os.path.isdir(ev) else []) if m]
+    rows = {m: read_jsonl(os.path.join(ev, f"ifeval_{m}.jsonl")) for m in sorted(found, key=lambda n: int(n[1:]))
+            if is_done(os.path.join(ev, f"ifeval_{m}.jsonl"))}
+    if not rows:
+        return {}
+    held, trained = ifeval_split(cfg)
+    subsets = list(zip(IFEVAL_SUBSETS, (held, trained))) if held else []
+    for m, r in rows.items():
+        entry = {k: v for k, v in (ifeval_group.get(m) or ifeval.summarize(r, seed=cfg.seed)).items()
+                 if not k.startswith(IFEVAL_SUBSETS)}  # a changed holdout leaves no stale split
+        entry["ifeval/by_family"] = ifeval.by_family(r)
+        for prefix, ids in subsets:
+            entry |= _renamed(ifeval.summarize(ifeval.subset(r, ids), seed=cfg.seed), prefix)
+        ifeval_group[m] = entry
+    deltas = {}
+    for m in rows:
+        for base in IFEVAL_BASELINES:
+            if base not in rows or int(base[1:]) >= int(m[1:]):
+                continue
+            d = ifeval.paired_delta(rows[base], rows[m], seed=cfg.seed)
+            for prefix, ids in subsets:
+                d |= _renamed(ifeval.paired_delta(ifeval.subset(rows[base], ids), ifeval.subset(rows[m], ids),
+                                                  seed=cfg.seed), prefix)
+            deltas[f"{m}_vs_{base}"] = d
+    return deltas
+
+
 def _cut_verdict(text: str) -> str:
     m = WINNER_COMPLETE.search(text)
     return text[: m.end()] if m else text
@@ -632,6 +702,7 @@ def evaluate_models(cfg, run_dir: str, models: list[str] | None = None) -> dict:
         for source, summary in res["agreement"].items():
             out["judge_agreement"].setdefault(source, {})[name] = summary
         out["length"][name] = res["length"]
+    out["ifeval_delta"] = ifeval_breakdown(cfg, run_dir, out["ifeval"])
     # One external judge serves every comparison (made when first needed); with "self" each
     # newer model judges its own pairs.
     external = None

@@ -1,0 +1,100 @@
+"""`srlm eval`'s IFEval breakdown from the cached scored rows (evaluate.ifeval_breakdown): per
+family, held-out vs trained subsets and paired deltas against M0 and M1, with no model."""
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from srlm import ifeval
+from srlm.evaluate import ifeval_breakdown, ifeval_split
+from srlm.records import mark_done, write_jsonl
+
+T, F = True, False
+HELD = "punctuation:no_comma"
+TRAINED = "change_case:english_lowercase"
+
+
+def row(key, ids, strict):
+    return {"key": key, "prompt": f"p{key}", "response": "x" * key, "finish_reason": "stop",
+            "instruction_id_list": ids, "kwargs": [{}] * len(ids), "strict_follow": strict,
+            "strict_follow_all": all(strict), "loose_follow": strict, "loose_follow_all": all(strict)}
+
+
+def model_rows(follow_held: bool, follow_trained: bool) -> list[dict]:
+    """Two held-out prompts, two trained ones, one mixed."""
+    return [row(1, [HELD], [follow_held]), row(2, [HELD], [T]), row(3, [TRAINED], [follow_trained]),
+            row(4, [TRAINED], [F]), row(5, [HELD, TRAINED], [follow_held, follow_trained])]
+
+
+def cfg(holdout):
+    return SimpleNamespace(seed=0, prompts=SimpleNamespace(holdout_families=holdout, verifiable_families=[]))
+
+
+def write_cache(run_dir, model, rows):
+    path = os.path.join(run_dir, "eval", f"ifeval_{model}.jsonl")
+    write_jsonl(path, rows)
+    mark_done(path, {"size": 0})
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    d = str(tmp_path / "run")
+    os.makedirs(os.path.join(d, "eval"))
+    write_cache(d, "M0", model_rows(F, F))
+    write_cache(d, "M1", model_rows(F, T))  # SFT learns the trained family only
+    write_cache(d, "M2", model_rows(T, T))  # then the held-out one too
+    return d
+
+
+def test_split_ids_follow_the_config():
+    assert ifeval_split(cfg([])) == (frozenset(), frozenset())
+    assert ifeval_split(SimpleNamespace(seed=0, prompts=SimpleNamespace())) == (frozenset(), frozenset())  # old config
+    held, trained = ifeval_split(cfg(["punctuation"]))
+    assert HELD in held and TRAINED in trained and not held & trained
+
+
+def test_breakdown_with_held_out_families(run_dir):
+    group = {"M1": {"ifeval/score": 0.5, "ifeval_heldout/score": 0.99}}  # a stale split is replaced
+    deltas = ifeval_breakdown(cfg(["punctuation"]), run_dir, group)
+    assert sorted(deltas) == ["M1_vs_M0", "M2_vs_M0", "M2_vs_M1"]
+    assert set(group) == {"M0", "M1", "M2"}
+    assert group["M1"]["ifeval/score"] == 0.5  # what eval wrote stays
+    assert group["M0"]["ifeval/score"] == ifeval.summarize(model_rows(F, F), seed=0)["ifeval/score"]
+    # M1: held-out prompts 1, 2 -> 1 of 2 followed; trained prompts 3, 4 -> 1 of 2.
+    assert group["M1"]["ifeval_heldout/prompts"] == 2 and group["M1"]["ifeval_heldout/prompt_strict"] == 0.5
+    assert group["M1"]["ifeval_trained/prompts"] == 2 and group["M1"]["ifeval_trained/prompt_strict"] == 0.5
+    assert group["M0"]["ifeval_trained/prompt_strict"] == 0.0
+    assert len(group["M1"]["ifeval_heldout/score_ci95"]) == 2
+    # by family, all 5 prompts: punctuation 3 instructions, change_case 3.
+    assert group["M2"]["ifeval/by_family"] == {"change_case": {"instructions": 3, "inst_strict": 2 / 3, "inst_loose": 2 / 3},
+                                               "punctuation": {"instructions": 3, "inst_strict": 1.0, "inst_loose": 1.0}}
+    d = deltas["M1_vs_M0"]
+    assert d["ifeval/paired_prompts"] == 5
+    assert d["ifeval_trained/delta_prompt_strict"] == pytest.approx(0.5)  # prompt 3 fixed
+    assert d["ifeval_heldout/delta_prompt_strict"] == 0.0
+    assert d["ifeval_heldout/paired_prompts"] == 2
+    d = deltas["M2_vs_M1"]
+    assert d["ifeval_heldout/delta_prompt_strict"] == pytest.approx(0.5) and d["ifeval_trained/delta_prompt_strict"] == 0
+    assert d["ifeval/delta_prompt_strict"] == pytest.approx(2 / 5)  # prompts 1 and 5
+    assert d["ifeval/prompts_fixed"] == 2 and d["ifeval/prompts_broken"] == 0
+    json.dumps([group, deltas])  # metrics.json can hold them
+
+
+def test_breakdown_without_holdout(run_dir):
+    group = {"M1": {"ifeval/score": 0.5, "ifeval_trained/score": 0.1}}
+    deltas = ifeval_breakdown(cfg([]), run_dir, group)
+    assert not any(k.startswith(("ifeval_heldout/", "ifeval_trained/")) for v in group.values() for k in v)
+    assert not any(k.startswith(("ifeval_heldout/", "ifeval_trained/")) for v in deltas.values() for k in v)
+    assert deltas["M2_vs_M0"]["ifeval/delta_prompt_strict"] == pytest.approx(3 / 5)
+
+
+def test_breakdown_needs_finished_caches(tmp_path):
+    d = str(tmp_path / "run")
+    os.makedirs(os.path.join(d, "eval"))
+    assert ifeval_breakdown(cfg([]), d, {}) == {}
+    write_cache(d, "M1", model_rows(F, T))
+    write_jsonl(os.path.join(d, "eval", "ifeval_M0.jsonl"), model_rows(F, F))  # no marker: unfinished
+    group: dict = {}
+    assert ifeval_breakdown(cfg([]), d, group) == {} and set(group) == {"M1"}
