@@ -98,3 +98,22 @@ def test_breakdown_needs_finished_caches(tmp_path):
     write_jsonl(os.path.join(d, "eval", "ifeval_M0.jsonl"), model_rows(F, F))  # no marker: unfinished
     group: dict = {}
     assert ifeval_breakdown(cfg([]), d, group) == {} and set(group) == {"M1"}
+
+
+def test_console_summary_leads_with_ifeval_and_its_deltas(capsys):
+    from srlm.summary import print_summary
+
+    ev = {"judge_agreement": {"prefs": {"M0": {"accuracy": 0.5}}},
+          "ifeval": {"M0": {"ifeval/score": 0.25, "ifeval/mean_response_chars": 812.0,
+                            "ifeval_heldout/score": 0.2, "ifeval_heldout/prompts": 40},
+                     "M2": {"ifeval/score": 0.3, "ifeval_heldout/score": 0.25, "ifeval_heldout/prompts": 40}},
+          "ifeval_delta": {"M2_vs_M0": {"ifeval/delta_score": 0.05, "ifeval/delta_score_ci95": [-0.01, 0.1],
+                                        "ifeval_heldout/delta_score": -0.02,
+                                        "ifeval_heldout/delta_score_ci95": [-0.1, 0.05]}}}
+    print_summary("RUN", {"eval": ev})
+    out = capsys.readouterr().out
+    assert "  on held-out instructions only: M0 0.2 (40 prompts), M2 0.25 (40 prompts)" in out
+    assert "IFEval change, same prompts (score, paired 95% CI): M2 vs M0 +0.05 [-0.01, +0.1]" in out
+    assert "IFEval change, same prompts, held-out instructions (score, paired 95% CI): M2 vs M0 -0.02 [-0.1, +0.05]" in out
+    assert "trained instructions" not in out
+    assert out.index("IFEval change") < out.index("judge-human agreement")

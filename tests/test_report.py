@@ -17,7 +17,7 @@ from srlm.records import InputError
 
 IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 MD_PNG = re.compile(r"!\[[^\]]*\]\(([^)]+\.png)\)")
-HEADINGS = ["Run", "Iteration metrics", "SFT", "Evaluation", "Plots", "Example answers", "Example preference pairs"]
+HEADINGS = ["Run", "Judge-free evaluation (IFEval)", "Iteration metrics", "SFT", "Evaluation", "Plots", "Example answers", "Example preference pairs"]
 
 
 def check_self_contained(page: str) -> None:
@@ -208,7 +208,9 @@ def test_report_on_written_run(tmp_path):
     run_dir = make_fake_run(str(tmp_path / "run"))
     page = read(report.build(run_dir))
     check_self_contained(page)
-    assert len(images(page)) == len(report.PLOTS)  # every plot has data
+    # Every plot has data, and the judge-free section's IFEval and proxy-vs-gold plots (no checker here).
+    assert len(images(page)) == len(report.PLOTS) + 2
+    assert 'id="plot-judge_vs_checker"' not in page and "No judgment records both a checker verdict" in page
     # Every text is escaped: no tag from the data survives, the escaped form is shown.
     assert "<script>" not in page and "<b>bold</b>" not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
@@ -227,6 +229,123 @@ def test_report_on_written_run(tmp_path):
     assert "| M2 vs M1 |" in md
     assert "````text" in md  # a fence longer than the ``` inside the text
     assert len(md_pngs(run_dir)) == len(images(page))
+
+
+# --- the positive control: IFEval caches, held-out families, checker verdicts on judgments ----------
+
+HELD, TRAINED = "punctuation:no_comma", "change_case:english_lowercase"
+CHECKER = [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 0.5, 1.0]  # the checker's share followed, per candidate of an iteration
+
+
+def ifeval_row(key: int, ids: list[str], follow: list[bool]) -> dict:
+    return {"key": key, "prompt": f"IFEval prompt {key}", "response": "r" * 10 * key, "finish_reason": "stop",
+            "instruction_id_list": ids, "kwargs": [{}] * len(ids), "strict_follow": follow,
+            "strict_follow_all": all(follow), "loose_follow": follow, "loose_follow_all": all(follow)}
+
+
+def add_control(run_dir: str) -> str:
+    """make_fake_run's run as a positive-control run: punctuation held out of training; judgments
+    with the checker's verdicts beside the rubric's score (iteration 1: the self-judge's mean is
+    2v + 1 for checker share v, iteration 2: 5 - 2v); scored IFEval rows per model (M0 follows
+    nothing, M1 the trained instructions, M2 and M3 everything); self-judged eval answers for
+    M1-M3; the eval group's IFEval breakdown made by evaluate.ifeval_breakdown itself."""
+    from types import SimpleNamespace
+
+    from srlm.evaluate import ifeval_breakdown
+    from srlm.records import mark_done, write_jsonl
+
+    with open(os.path.join(run_dir, "config.yaml"), "a") as f:
+        f.write("prompts:\n  holdout_families: [punctuation]\n")
+    for t, judge in ((1, lambda v: [4 * v + 1, 1, None]), (2, lambda v: [5 - 2 * v, 5 - 2 * v, 5 - 2 * v])):
+        path = os.path.join(run_dir, f"iter_{t}", "judgments.jsonl")
+        rows = [json.loads(line) for line in open(path)]
+        for r in rows:
+            c = int(r["candidate_id"].split("-p")[1][0]) * 2 + int(r["candidate_id"][-1])
+            v = CHECKER[c]
+            r |= {"verifier": [v == 1.0, v > 0], "verifier_score": v, "judge_score": judge(v)[r["sample"]]}
+        rows.append({**rows[0], "id": "unchecked", "candidate_id": "t-unchecked", "verifier": None,
+                     "verifier_score": None})
+        write_jsonl(path, rows)
+    ev = os.path.join(run_dir, "eval")
+    follows = {"M0": (False, False), "M1": (False, True), "M2": (True, True), "M3": (True, True)}
+    for m, (held, trained) in follows.items():
+        rows = [ifeval_row(1, [HELD], [held]), ifeval_row(2, [HELD], [True]), ifeval_row(3, [TRAINED], [trained]),
+                ifeval_row(4, [TRAINED], [trained]), ifeval_row(5, [HELD, TRAINED], [held, trained]),
+                ifeval_row(6, [TRAINED], [False])]
+        write_jsonl(os.path.join(ev, f"ifeval_{m}.jsonl"), rows)
+        mark_done(os.path.join(ev, f"ifeval_{m}.jsonl"), {"size": 0})
+        if m != "M0":  # M0 never judges its own answers
+            write_jsonl(os.path.join(ev, f"pointwise_{m}_by_{m}.jsonl"),
+                        [{"id": f"eval-00{k}", "scores": [3 + int(m[1:]) * 0.5, None, 4]} for k in range(4)])
+    write_jsonl(os.path.join(ev, "pointwise_M1_by_M2.jsonl"), [{"id": "eval-000", "scores": [0]}])  # not self
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    group = metrics["eval"]["ifeval"] = {}
+    cfg = SimpleNamespace(seed=42, prompts=SimpleNamespace(holdout_families=["punctuation"], verifiable_families=[]))
+    metrics["eval"]["ifeval_delta"] = ifeval_breakdown(cfg, run_dir, group)
+    metrics["eval"]["baselines"] = {"human_prefs": {"length": {"accuracy": 0.617, "n": 38}}}
+    json.dump(metrics, open(os.path.join(run_dir, "metrics.json"), "w"), indent=1)
+    return run_dir
+
+
+def cells(page: str) -> list[list[str]]:
+    return [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr[^>]*>(.*?)</tr>", page)]
+
+
+def test_report_of_a_positive_control_run(tmp_path):
+    run_dir = add_control(make_fake_run(str(tmp_path / "run"), iterations=2))
+    page = read(report.build(run_dir))
+    check_self_contained(page)
+    assert '<section id="judge_free"><h2>Judge-free evaluation (IFEval)</h2>' in page
+    # The headline cards lead with IFEval: M3 follows all but prompt 6 ((5/6 + 6/7) / 2); M0 only prompt 2.
+    cards = re.findall(r'<div class="stat"><div class="k">(.*?)</div><div class="v">(.*?)</div>'
+                       r'<div class="d">(.*?)</div>', page)
+    assert cards[0][:2] == ("IFEval score (no judge)", f"{100 * (5 / 6 + 6 / 7) / 2:.1f}%")
+    assert cards[0][2].startswith("M3, 95% CI [")
+    assert f"vs M0 +{100 * (4 / 6 + 5 / 7) / 2:.1f} pts [" in cards[0][2]
+    assert "(paired, 6 prompts)" in cards[0][2]
+    assert cards[1][0] == "judge agreement (human_prefs)" and cards[1][2].endswith("longer answer wins: 62%")
+    rows = cells(page)
+    # Deltas: whole set, then the held-out (prompts 1, 2) and trained (3, 4, 6) subsets.
+    delta = [r for r in rows if r and r[0] == "M1 vs M0"]
+    assert [r[1] for r in delta] == ["6", "2", "3"]
+    assert delta[0][4].startswith("+33.3 pts [") and delta[1][2] == "+0.0 pts" and delta[2][4].startswith("+66.7 pts")
+    assert delta[0][7] == "2 / 0"  # prompts 3 and 4 fixed
+    assert [r[0] for r in rows if len(r) > 2 and r[0].endswith("vs M1") and r[2].endswith("pts")] == [
+        "M2 vs M1", "M3 vs M1"] * 3
+    assert "held out of training: every instruction" in page
+    # Held-out vs trained per model; per family with the held-out family marked.
+    split = {r[0]: r for r in rows if len(r) == 8 and r[0] in ("M0", "M1", "M2", "M3") and r[1] == "2"}
+    assert set(split) == {"M0", "M1", "M2", "M3"}
+    assert split["M1"][2].startswith("50.0%") and split["M1"][4].startswith("66.7%")
+    assert split["M1"][6].startswith("+0.0 pts") and split["M1"][7].startswith("+66.7 pts")
+    assert ["punctuation", "3", "yes", "33.3%", "33.3%", "100.0%", "100.0%"] in rows
+    assert ["change_case", "4", "no", "0.0%", "75.0%", "75.0%", "75.0%"] in rows
+    # Judge vs checker: each candidate's judgments averaged, then correlated over 8 candidates
+    # (mean checker share 4.5 / 8; self-judge means 2v + 1 and 5 - 2v).
+    assert ["iter_1", "8", "1", "1", "2.125", "0.5625"] in rows and ["iter_2", "8", "-1", "-1", "3.875", "0.5625"] in rows
+    for name in ("ifeval", "proxy_vs_gold", "judge_vs_checker"):
+        assert f'id="plot-{name}"' in page, name
+    assert "Missing: self-judged scores for M0" in page
+    md = read(os.path.join(run_dir, "report", "report.md"))
+    assert "## Judge-free evaluation (IFEval)\n" in md and "### Does the judge see what the checker sees?" in md
+    assert {"proxy_vs_gold.png", "judge_vs_checker.png", "ifeval.png"} <= set(md_pngs(run_dir))
+
+
+def test_ifeval_deltas_of_a_run_evaluated_before_they_were_recorded(tmp_path):
+    """No eval.ifeval_delta and no by_family in metrics.json: the report computes both from the
+    scored rows, for the whole prompt set."""
+    run_dir = add_control(make_fake_run(str(tmp_path / "run")))
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    recorded = metrics["eval"].pop("ifeval_delta")
+    for v in metrics["eval"]["ifeval"].values():
+        v.pop("ifeval/by_family")
+    json.dump(metrics, open(os.path.join(run_dir, "metrics.json"), "w"))
+    run = report.load_run(run_dir)
+    computed = run.ifeval_deltas()
+    assert sorted(computed) == sorted(recorded)
+    assert computed["M3_vs_M1"]["ifeval/delta_score"] == pytest.approx(recorded["M3_vs_M1"]["ifeval/delta_score"])
+    page = read(report.build(run_dir))
+    assert ["punctuation", "3", "yes", "33.3%", "33.3%", "100.0%", "100.0%"] in cells(page)
 
 
 def test_report_handles_partial_runs(tmp_path, capsys):

@@ -11,6 +11,16 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _signed(v) -> str:
+    return "-" if v is None else f"{v:+.3g}"
+
+
+def _interval(v) -> str:
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return f"[{v[0]:+.3g}, {v[1]:+.3g}]"
+    return "[-]"
+
+
 ROWS = [
     ("prompts kept", "prompts/kept"),
     ("candidates", "sample/candidates"),
@@ -61,6 +71,26 @@ def print_summary(run_dir: str, metrics: dict) -> None:
         for label, key in rows:
             print(f"{label:<{width}}" + "".join(f"{_fmt(metrics[k].get(key)):>12}" for k in iters))
     ev = metrics.get("eval", {})
+    # Judge-free evidence first: IFEval's code-checked instructions, and answer length (IFEval
+    # punishes verbosity where an instruction limits length); then the judge's figures.
+    ifeval = {m: v for m, v in (ev.get("ifeval") or {}).items() if isinstance(v, dict)}
+    if ifeval:
+        print("IFEval (strict avg of prompt/instruction level; mean answer chars): "
+              + ", ".join(f"{m} {_fmt(v.get('ifeval/score'))} ({_fmt(v.get('ifeval/mean_response_chars'))})"
+                          for m, v in ifeval.items()))
+        for prefix, what in (("ifeval_heldout/", "held-out instructions"), ("ifeval_trained/", "trained instructions")):
+            if any(prefix + "score" in v for v in ifeval.values()):
+                print(f"  on {what} only: " + ", ".join(
+                    f"{m} {_fmt(v.get(prefix + 'score'))} ({_fmt(v.get(prefix + 'prompts'))} prompts)"
+                    for m, v in ifeval.items()))
+    deltas = {k: v for k, v in (ev.get("ifeval_delta") or {}).items() if isinstance(v, dict)}
+    for prefix, what in (("ifeval/", ""), ("ifeval_heldout/", ", held-out instructions"),
+                         ("ifeval_trained/", ", trained instructions")):
+        shown = [(k, d) for k, d in deltas.items() if d.get(prefix + "delta_score") is not None]
+        if shown:
+            print(f"IFEval change, same prompts{what} (score, paired 95% CI): " + ", ".join(
+                f"{k.replace('_', ' ')} {_signed(d.get(prefix + 'delta_score'))} {_interval(d.get(prefix + 'delta_score_ci95'))}"
+                for k, d in shown))
     # Every judge figure beside the baseline it must beat: "the longer response wins".
     for source in sorted(set(ev.get("judge_agreement", {})) | set(ev.get("baselines", {}))):
         base = (ev.get("baselines", {}).get(source) or {}).get("length") or {}
@@ -80,11 +110,4 @@ def print_summary(run_dir: str, metrics: dict) -> None:
         for name, h in ev.get(group, {}).items():
             print(f"win rate {name.replace('_', ' ')} ({how} judge): {_fmt(h.get('win_rate'))} "
                   f"(at equal length {_fmt(h.get('win_rate_at_equal_length'))})")
-    # Judge-free evidence beside the judge's: IFEval's code-checked instructions, and answer length
-    # (IFEval punishes verbosity where an instruction limits length).
-    ifeval = {m: v for m, v in (ev.get("ifeval") or {}).items() if isinstance(v, dict)}
-    if ifeval:
-        print("IFEval (strict avg of prompt/instruction level; mean answer chars): "
-              + ", ".join(f"{m} {_fmt(v.get('ifeval/score'))} ({_fmt(v.get('ifeval/mean_response_chars'))})"
-                          for m, v in ifeval.items()))
     print(f"models: {run_dir}/models   metrics: {run_dir}/metrics.json   report: srlm report {run_dir}")

@@ -56,6 +56,19 @@ def ci(v: Any) -> str:
     return "-"
 
 
+def pts(v: Any, digits: int = 1) -> str:
+    """A difference of two rates in percentage points, signed: +3.2 pts; anything else is '-'."""
+    x = num(v)
+    return f"{100 * x:+.{digits}f} pts" if x is not None else "-"
+
+
+def ci_pts(v: Any) -> str:
+    """A [low, high] interval of a difference of rates, in signed percentage points."""
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(num(x) is not None for x in v):
+        return f"[{100 * v[0]:+.1f}, {100 * v[1]:+.1f}] pts"
+    return "-"
+
+
 def seconds(v: Any) -> str:
     """A duration: seconds below a minute, else h:mm:ss / m:ss."""
     x = num(v)

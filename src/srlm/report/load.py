@@ -3,7 +3,9 @@
 This module is the only place that knows the file names of a run directory:
   config.yaml, metrics.json, sft_log.json, models/M<k>/,
   iter_<t>/{pairs.jsonl, judgments.jsonl, dpo_log.json},
-  eval/answers_<M>.jsonl, eval/h2h_<X>_vs_<Y>.jsonl, and report/ (where the report goes).
+  eval/answers_<M>.jsonl, eval/h2h_<X>_vs_<Y>.jsonl, eval/ifeval_<M>.jsonl (scored IFEval rows),
+  eval/pointwise_<M>_by_<judge>.jsonl (rubric scores of M's eval answers), and report/ (where
+  the report goes).
 A run may be partial (crashed, still running, eval disabled): a missing file is an empty value,
 and a corrupt one gives a warning on stderr and counts as missing, so a report can be built at
 any point of a run. A JSONL file keeps the records before its first bad line, because a crash
@@ -22,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from srlm.records import InputError, iter_jsonl, read_json
+from srlm.records import InputError, is_done, iter_jsonl, read_json
 from srlm.rundir import RunDir
 
 from .formatting import model_key
@@ -34,6 +36,8 @@ OLD_WIN_RATE_AT_EQUAL_LENGTH = "length_controlled_win_rate"
 # to set the models' agreement against; "length" prefers the longer response (evaluate.py).
 JUDGE_BASELINES = "baselines"
 LENGTH_HEURISTIC = "length"
+# eval.ifeval_delta.<X>_vs_<Y>: IFEval of X minus Y on the same prompts (evaluate.ifeval_breakdown).
+IFEVAL_DELTA = "ifeval_delta"
 
 
 def warn(msg: str) -> None:
@@ -152,6 +156,53 @@ class Run:
             if m:
                 out[(m.group(1), m.group(2))] = list(_records(RunDir(self.dir).eval_file(name)))
         return {k: out[k] for k in sorted(out, key=lambda k: (model_key(k[0]), model_key(k[1])))}
+
+
+    def ifeval_rows(self) -> dict[str, list[dict]]:
+        """{model: scored rows of eval/ifeval_<model>.jsonl} for the finished caches, models in order."""
+        out = {}
+        for name in _listdir(RunDir(self.dir).eval_dir):
+            m = re.fullmatch(r"ifeval_(.+)\.jsonl", name)
+            path = RunDir(self.dir).eval_file(name)
+            if m and is_done(path):
+                rows = [r for r in _records(path) if isinstance(r.get("strict_follow"), list)]
+                if rows:
+                    out[m.group(1)] = rows
+        return {k: out[k] for k in sorted(out, key=model_key)}
+
+    def ifeval_deltas(self) -> dict[str, dict]:
+        """eval.ifeval_delta ({"M<t>_vs_M0": paired delta, ...}); for a run evaluated before that
+        group existed, the whole-set deltas computed here from the scored IFEval rows."""
+        recorded = {k: v for k, v in _dict(self.eval.get(IFEVAL_DELTA)).items() if isinstance(v, dict)}
+        if recorded or not self.eval.get("ifeval"):
+            return recorded
+        from srlm import ifeval
+
+        rows, out = self.ifeval_rows(), {}
+        seed = self.config.get("seed") if isinstance(self.config.get("seed"), int) else 0
+        for m in rows:
+            for base in ("M0", "M1"):
+                if base in rows and model_key(base) < model_key(m):
+                    out[f"{m}_vs_{base}"] = ifeval.paired_delta(rows[base], rows[m], seed=seed)
+        return out
+
+    def self_judge_scores(self) -> dict[str, list[float]]:
+        """{model: mean rubric score of each of its eval answers, judged by the model itself}
+        from eval/pointwise_<M>_by_<M>.jsonl (written by the pointwise head-to-head with
+        eval.judge=self); answers without a parsed score are left out."""
+        out = {}
+        for name in _listdir(RunDir(self.dir).eval_dir):
+            m = re.fullmatch(r"pointwise_(.+)_by_(.+)\.jsonl", name)
+            if not m or m.group(1) != m.group(2):
+                continue
+            means = []
+            for r in _records(RunDir(self.dir).eval_file(name)):
+                scores = [s for s in r.get("scores") or [] if not isinstance(s, bool) and isinstance(s, (int, float))]
+                if scores:
+                    means.append(sum(scores) / len(scores))
+            if means:
+                out[m.group(1)] = means
+        return {k: out[k] for k in sorted(out, key=model_key)}
 
 
 def _config(path: str) -> tuple[str | None, dict]:

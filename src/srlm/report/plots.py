@@ -628,4 +628,142 @@ def plot_ifeval(run: Run) -> Plot:
     return p
 
 
-PLOTS.append(plot_ifeval)
+
+def _errorbar(ax, xs: list[float], vals: list[float], cis: list, color: str, marker: str, label: str,
+              scale: float = 100) -> None:
+    """Points joined by a line, each with its [low, high] interval where one is given."""
+    lo = [max(0.0, v - (c[0] * scale if c else v)) for v, c in zip(vals, cis)]
+    hi = [max(0.0, (c[1] * scale if c else v) - v) for v, c in zip(vals, cis)]
+    ax.errorbar(xs, vals, yerr=[lo, hi], marker=marker, color=color, ecolor=color, capsize=3, linewidth=1.6,
+                markersize=5, label=label)
+
+
+def _pair(v) -> list[float] | None:
+    return [float(v[0]), float(v[1])] if isinstance(v, (list, tuple)) and len(v) == 2 and all(
+        num(x) is not None for x in v) else None
+
+
+def plot_proxy_vs_gold(run: Run) -> Plot:
+    """What the loop optimises (its own judge's score) beside measures it cannot move by pleasing
+    that judge: IFEval's checkers and agreement with human preferences."""
+    import numpy as np
+
+    p = Plot("proxy_vs_gold", "Proxy vs gold",
+             "Left, the proxy: the mean rubric score each model gives its own answers to the eval prompts "
+             "(eval/pointwise_<M>_by_<M>.jsonl, 95% normal interval). Right, what it should track: IFEval score "
+             "(mean of prompt- and instruction-level strict accuracy, 95% bootstrap interval) and judge-human "
+             "agreement, with the length heuristic dotted. A proxy that rises while the right panel stays flat "
+             "is the judge being pleased, not the model improving.")
+    proxy = run.self_judge_scores()
+    ifeval = {m: v for m, v in (run.eval.get("ifeval") or {}).items()
+              if isinstance(v, dict) and num(v.get("ifeval/score")) is not None}
+    sources = [(s, pm) for s, pm in (run.eval.get("judge_agreement") or {}).items() if isinstance(pm, dict)
+               and any(isinstance(v, dict) and num(v.get("accuracy")) is not None for v in pm.values())]
+    source, agree = sources[0] if sources else (None, {})
+    agree = {m: num(v.get("accuracy")) for m, v in agree.items() if isinstance(v, dict) and num(v.get("accuracy")) is not None}
+    models = sorted(set(proxy) | set(ifeval) | set(agree), key=model_key)
+    if not models:
+        p.note = "No self-judged eval answers, IFEval or judge agreement (eval disabled or not run yet)."
+        return p
+    x = {m: i for i, m in enumerate(models)}
+    fig, (left, right) = _figure(ncols=2)
+    if proxy:
+        ms = [m for m in models if m in proxy]
+        means = [float(np.mean(proxy[m])) for m in ms]
+        half = [1.96 * float(np.std(proxy[m], ddof=1)) / len(proxy[m]) ** 0.5 if len(proxy[m]) > 1 else 0.0
+                for m in ms]
+        left.errorbar([x[m] for m in ms], means, yerr=half, marker="o", color=PALETTE[3], ecolor=PALETTE[3],
+                      capsize=3, linewidth=1.6, markersize=5)
+        for m, v in zip(ms, means):
+            left.annotate(f"{v:.2f}", (x[m], v), xytext=(6, 4), textcoords="offset points", fontsize=7.5,
+                          color="#374151")
+    else:
+        left.text(0.5, 0.5, "no self-judged\neval answers", ha="center", va="center", transform=left.transAxes,
+                  color="#6B7280")
+    left.set_ylim(0, 5.2)
+    left.set_ylabel("self-judge score of own answers (0-5)")
+    left.set_title("proxy: the model's own judge", fontsize=10, fontweight="normal")
+    if ifeval:
+        ms = [m for m in models if m in ifeval]
+        _errorbar(right, [x[m] for m in ms], [100 * num(ifeval[m]["ifeval/score"]) for m in ms],
+                  [_pair(ifeval[m].get("ifeval/score_ci95")) for m in ms], PALETTE[0], "s", "IFEval score")
+    if agree:
+        ms = [m for m in models if m in agree]
+        right.plot([x[m] for m in ms], [100 * agree[m] for m in ms], marker="o", color=PALETTE[2], linewidth=1.6,
+                   markersize=5, label=f"agreement ({source})")
+        length = num(run.judge_baselines(source).get(LENGTH_HEURISTIC, {}).get("accuracy"))
+        if length is not None:
+            right.axhline(100 * length, color=PALETTE[2], linestyle=":", linewidth=1.3, label="longer answer wins")
+    right.set_ylim(0, 100)
+    right.set_ylabel("%")
+    right.set_title("gold: checkers and humans", fontsize=10, fontweight="normal")
+    if ifeval or agree:
+        right.legend(loc="upper left", fontsize=7)
+    for ax in (left, right):
+        ax.set_xticks(range(len(models)), models)
+        _slots(ax, len(models))
+        ax.set_xlabel("model")
+    fig.suptitle("Proxy vs gold", fontsize=11, fontweight="bold")
+    missing = [(what, [m for m in models if m not in have]) for what, have in
+               (("self-judged scores", proxy), ("IFEval", ifeval), ("judge agreement", agree))]
+    missing = [(what, ms) for what, ms in missing if ms]
+    if missing:
+        p.caption += " Missing: " + "; ".join(f"{what} for {', '.join(ms)}" for what, ms in missing) + (
+            " (a model's self-judged scores exist once it has judged its own answers in a pointwise head-to-head, "
+            "which M0 never does)." if any(what == "self-judged scores" for what, _ in missing) else ".")
+    p.png = _png(fig)
+    return p
+
+
+def plot_judge_vs_checker(run: Run) -> Plot:
+    import numpy as np
+
+    from .tables import judge_checker_agreement
+
+    p = Plot("judge_vs_checker", "Does the judge see what the checker sees?",
+             "Training candidates on verifiable prompts. Left: per iteration, the correlation between the "
+             "self-judge's rubric score (each candidate's judgments averaged) and the share of instructions the "
+             "checker says it follows, n = candidates. Right: each candidate (checker shares jittered slightly).")
+    rows = judge_checker_agreement(run)
+    if not rows:
+        p.note = ("No judgment records both a checker verdict and a rubric score (only runs on verifiable prompts "
+                  "with a rubric judge record both).")
+        return p
+    fig, (left, right) = _figure(ncols=2)
+    xs = list(range(len(rows)))
+    for off, key, label, marker, color in ((-0.1, "pearson", "Pearson r", "o", PALETTE[0]),
+                                           (0.1, "spearman", "Spearman ρ", "s", PALETTE[1])):
+        points = [(i + off, r[key]) for i, r in enumerate(rows) if r[key] is not None]
+        if points:
+            left.plot([a for a, _ in points], [b for _, b in points], marker, color=color, markersize=6, label=label)
+    left.axhline(0, color=GREY, linestyle="--", linewidth=1)
+    left.set_ylim(-1.15, 1.15)
+    left.set_xticks(xs, [f"iter {r['iteration']}\nn={r['candidates']}" for r in rows])
+    _slots(left, len(rows))
+    left.set_ylabel("correlation")
+    left.set_title("judge vs checker", fontsize=10, fontweight="normal")
+    left.legend(loc="best", fontsize=7)
+    rng = np.random.default_rng(0)
+    for j, r in enumerate(rows):
+        jitter = rng.uniform(-0.02, 0.02, size=len(r["checker"]))
+        right.scatter(r["judge"], np.asarray(r["checker"]) + jitter, s=9, alpha=0.5,
+                      color=PALETTE[j % len(PALETTE)], label=f"iter {r['iteration']}")
+    right.set_xlim(-0.1, 5.1)
+    right.set_ylim(-0.08, 1.08)
+    right.set_xlabel("self-judge score (0-5)")
+    right.set_ylabel("share of instructions followed")
+    right.set_title("candidates", fontsize=10, fontweight="normal")
+    right.grid(True, axis="both")
+    if len(rows) > 1:
+        right.legend(loc="best", fontsize=7)
+    fig.suptitle("Does the judge see what the checker sees?", fontsize=11, fontweight="bold")
+    no_corr = [r["iteration"] for r in rows if r["pearson"] is None]
+    if no_corr:
+        p.caption += (" No correlation (fewer than 3 candidates, or one side constant) in iteration "
+                      + ", ".join(map(str, no_corr)) + ".")
+    p.png = _png(fig)
+    return p
+
+
+# The judge-free section's plots (sections.judge_free_section), in page order.
+JUDGE_FREE_PLOTS: list[Callable[[Run], Plot]] = [plot_ifeval, plot_proxy_vs_gold, plot_judge_vs_checker]

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .examples import PAIR_EXAMPLES_PER_ITERATION, Example, answer_examples, pair_examples
-from .formatting import ci, comparison_label, comparison_order, fmt, model_key, num, pct
-from .load import WIN_RATE_AT_EQUAL_LENGTH, Run
-from .plots import PLOTS, Plot, draw
-from .tables import (Table, agreement_tables, ifeval_table, iteration_table, judge_vs_baselines_table, length_table,
+from .formatting import ci, ci_pts, comparison_label, comparison_order, fmt, model_key, num, pct, pts
+from .load import LENGTH_HEURISTIC, WIN_RATE_AT_EQUAL_LENGTH, Run
+from .plots import JUDGE_FREE_PLOTS, PLOTS, Plot, draw
+from .tables import (Table, agreement_tables, ifeval_delta_table, ifeval_family_table, ifeval_split_table,
+                     ifeval_table, iteration_table, judge_checker_table, judge_vs_baselines_table, length_table,
                      models_table, pointwise_win_rate_table, sft_table, win_rate_table)
 
 
@@ -54,20 +55,44 @@ class Section:
     examples: list[Example] = field(default_factory=list)
 
 
+def ifeval_stat(run: Run) -> Stat | None:
+    """The judge-free headline: the newest model's IFEval score with its interval, and its change
+    from M0 on the same prompts with the paired interval."""
+    res = {m: v for m, v in (run.eval.get("ifeval") or {}).items()
+           if isinstance(v, dict) and num(v.get("ifeval/score")) is not None}
+    if not res:
+        return None
+    final = max(res, key=model_key)
+    r = res[final]
+    detail = f"{final}, 95% CI {ci(r.get('ifeval/score_ci95'))}"
+    d = run.ifeval_deltas().get(f"{final}_vs_M0") or {}
+    if num(d.get("ifeval/delta_score")) is not None:
+        detail += (f"; vs M0 {pts(d.get('ifeval/delta_score'))} {ci_pts(d.get('ifeval/delta_score_ci95'))} "
+                   f"(paired, {fmt(d.get('ifeval/paired_prompts'))} prompts)")
+    return Stat("IFEval score (no judge)", pct(r.get("ifeval/score")), detail)
+
+
+def agreement_stat(run: Run) -> Stat | None:
+    """Judge-human agreement per model on the first human set, beside the length heuristic."""
+    for source, pm in (run.eval.get("judge_agreement") or {}).items():
+        if isinstance(pm, dict) and pm:
+            ms = sorted(pm, key=model_key)
+            length = run.judge_baselines(source).get(LENGTH_HEURISTIC, {}).get("accuracy")
+            return Stat(f"judge agreement ({source})", " → ".join(pct((pm[m] or {}).get("accuracy"), 0) for m in ms),
+                        " → ".join(ms) + f"; longer answer wins: {pct(length, 0)}")
+    return None  # the first human set; the Evaluation section has them all
+
+
 def headline_stats(run: Run) -> list[Stat]:
-    out = [Stat("iterations", str(len(run.iterations)), f"configured: {fmt(run.config.get('iterations'))}")]
+    """The judge-free measure first, then the judge's agreement beside the length heuristic."""
+    out = [s for s in (ifeval_stat(run), agreement_stat(run)) if s is not None]
+    out.append(Stat("iterations", str(len(run.iterations)), f"configured: {fmt(run.config.get('iterations'))}"))
     if run.iterations:
         out.append(Stat("pairs per iteration", " / ".join(fmt(run.it(t).get("pairs/kept")) for t in run.iterations),
                         "iter " + " / ".join(str(t) for t in run.iterations)))
     if run.sft.get("sft/loss") is not None:
         out.append(Stat("SFT final loss", fmt(run.sft.get("sft/loss")),
                         f"from {fmt(run.sft.get('sft/first_loss'))}, {fmt(run.sft.get('sft/steps'))} steps"))
-    for source, pm in (run.eval.get("judge_agreement") or {}).items():
-        if isinstance(pm, dict) and pm:
-            ms = sorted(pm, key=model_key)
-            out.append(Stat(f"judge agreement ({source})",
-                            " → ".join(pct((pm[m] or {}).get("accuracy"), 0) for m in ms), " → ".join(ms)))
-            break  # the first human set; the Evaluation section has them all
     wr = {k: v for k, v in (run.eval.get("win_rate") or {}).items()
           if isinstance(v, dict) and num(v.get("win_rate")) is not None}
     if wr:
@@ -105,7 +130,19 @@ def evaluation_section(run: Run) -> Section:
                                  "or has not run. Run `srlm eval DIR` to add them.")
     return Section("evaluation", "Evaluation", intro=intro,
                    tables=[judge_vs_baselines_table(run), *agreement_tables(run), length_table(run),
-                           win_rate_table(run), pointwise_win_rate_table(run), ifeval_table(run)])
+                           win_rate_table(run), pointwise_win_rate_table(run)])
+
+
+def judge_free_section(run: Run) -> Section:
+    """IFEval (no judge): per model, the change against M0 and M1, held-out vs trained instructions,
+    per family; the self-judge's score beside it (proxy vs gold), and the self-judge against the
+    checker on the training candidates."""
+    return Section("judge_free", "Judge-free evaluation (IFEval)",
+                   intro="IFEval's verifiable instructions are checked by code, so no judge can be pleased into "
+                         "a better number: the measure every judge-based figure of this run should be read against.",
+                   tables=[ifeval_table(run), ifeval_delta_table(run), ifeval_split_table(run),
+                           ifeval_family_table(run), judge_checker_table(run)],
+                   plots=[draw(fn, run) for fn in JUDGE_FREE_PLOTS])
 
 
 def plots_section(run: Run) -> Section:
@@ -128,5 +165,5 @@ def pairs_section(run: Run) -> Section:
                    else "No preference pairs in this run yet.")
 
 
-SECTIONS: list[Callable[[Run], Section]] = [run_section, iterations_section, sft_section, evaluation_section,
-                                            plots_section, answers_section, pairs_section]
+SECTIONS: list[Callable[[Run], Section]] = [run_section, judge_free_section, iterations_section, sft_section,
+                                            evaluation_section, plots_section, answers_section, pairs_section]

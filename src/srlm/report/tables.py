@@ -6,11 +6,12 @@ as its title and its `empty` note, so a partial run still shows where the number
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .formatting import ci, comparison_label, comparison_order, fmt, model_key, pct
-from .load import WIN_RATE_AT_EQUAL_LENGTH, Run
+from .formatting import ci, ci_pts, comparison_label, comparison_order, fmt, model_key, num, pct, pts
+from .load import WIN_RATE_AT_EQUAL_LENGTH, Run, warn
 
 
 @dataclass
@@ -216,3 +217,160 @@ def ifeval_table(run: Run) -> Table:
                  note="Greedy answers checked by lm-eval's IFEval checkers, with 95% bootstrap intervals over "
                       "prompts. IFEval punishes verbosity where an instruction limits length: read it with the "
                       "answer length.")
+
+
+# Prompt sets of the IFEval breakdown (evaluate.ifeval_breakdown): metric prefix, label.
+IFEVAL_SETS = [("ifeval/", "all prompts"), ("ifeval_heldout/", "held out of training: every instruction"),
+               ("ifeval_trained/", "trained: every instruction trainable")]
+
+
+def _with_ci(r: dict, key: str, delta: bool = False) -> str:
+    """A rate (or a difference of rates) with its 95% interval."""
+    if delta:
+        return f"{pts(r.get(key))} {ci_pts(r.get(key + '_ci95'))}" if num(r.get(key)) is not None else "-"
+    return f"{pct(r.get(key))} {ci(r.get(key + '_ci95'))}" if num(r.get(key)) is not None else "-"
+
+
+def ifeval_delta_table(run: Run) -> Table:
+    """Each model minus M0 and minus M1 on the same IFEval prompts, with paired intervals."""
+    deltas = run.ifeval_deltas()
+    rows, groups = [], {}
+    sets = [(p, label) for p, label in IFEVAL_SETS
+            if any(num(d.get(p + "delta_score")) is not None for d in deltas.values())]
+    for prefix, label in sets:
+        if len(sets) > 1:
+            groups[len(rows)] = label
+        for k in sorted(deltas, key=comparison_order):
+            d = deltas[k]
+            if num(d.get(prefix + "delta_score")) is None:
+                continue
+            rows.append([comparison_label(k), fmt(d.get(prefix + "paired_prompts")), pts(d.get(prefix + "delta_score")),
+                         ci_pts(d.get(prefix + "delta_score_ci95")), _with_ci(d, prefix + "delta_prompt_strict", True),
+                         _with_ci(d, prefix + "delta_inst_strict", True), _with_ci(d, prefix + "delta_score_loose", True),
+                         f"{fmt(d.get(prefix + 'prompts_fixed'))} / {fmt(d.get(prefix + 'prompts_broken'))}"])
+    return Table("IFEval change against M0 and M1 (same prompts, paired)",
+                 ["comparison", "prompts", "Δ score", "95% CI (paired bootstrap)", "Δ prompt strict",
+                  "Δ instruction strict", "Δ score loose", "prompts fixed / broken"], rows,
+                 note="The newer model minus the older on the prompts both answered, in percentage points; the "
+                      "interval resamples prompts with both models' answers together, so it is narrower than two "
+                      "separate intervals would suggest. Fixed / broken: prompts whose every instruction the newer "
+                      "model follows (strict) and the older does not, and the reverse.",
+                 empty="No IFEval comparison: fewer than two models with IFEval results (`eval.ifeval`).", groups=groups)
+
+
+def ifeval_split_table(run: Run) -> Table:
+    """IFEval on the prompts held out of training vs the trained ones, per model."""
+    res = {m: v for m, v in (run.eval.get("ifeval") or {}).items()
+           if isinstance(v, dict) and any(str(k).startswith(("ifeval_heldout/", "ifeval_trained/")) for k in v)}
+    deltas = run.ifeval_deltas()
+    rows = []
+    for m in sorted(res, key=model_key):
+        r = res[m]
+        d0 = deltas.get(f"{m}_vs_M0") or {}
+        rows.append([m, fmt(r.get("ifeval_heldout/prompts")), _with_ci(r, "ifeval_heldout/score"),
+                     fmt(r.get("ifeval_trained/prompts")), _with_ci(r, "ifeval_trained/score"),
+                     _with_ci(r, "ifeval/score"), _with_ci(d0, "ifeval_heldout/delta_score", True),
+                     _with_ci(d0, "ifeval_trained/delta_score", True)])
+    return Table("IFEval on held-out vs trained instructions",
+                 ["model", "held-out prompts", "held-out score", "trained prompts", "trained score", "all prompts",
+                  "Δ held-out vs M0", "Δ trained vs M0"], rows,
+                 note="Held out: prompts whose every instruction comes from a family never attached to a training "
+                      "prompt (`prompts.holdout_families`); trained: prompts whose every instruction training could "
+                      "reward. Prompts mixing both are in neither. A gain on trained prompts only is the checkers "
+                      "being learned, not instruction following.",
+                 empty="No held-out split: no instruction family was held out of training (prompts.holdout_families "
+                       "empty), or srlm eval has not run since.")
+
+
+def _heldout_families(run: Run) -> dict[str, str]:
+    """{family: "yes" | "partly"} held out of training by the run's config; {} when none or unknown."""
+    prompts = run.config.get("prompts")
+    spec = prompts.get("holdout_families") if isinstance(prompts, dict) else None
+    if not spec or not isinstance(spec, list):
+        return {}
+    try:
+        from srlm import verifier
+
+        seed = run.config.get("seed") if isinstance(run.config.get("seed"), int) else 0
+        held = verifier.heldout_ids([str(x) for x in spec], seed)
+        out = {}
+        for f in {verifier.family(i) for i in held}:
+            ids = [i for i in verifier.instruction_ids() if verifier.family(i) == f]
+            out[f] = "yes" if all(i in held for i in ids) else "partly"
+        return out
+    except Exception as e:  # noqa: BLE001 - the table still shows the accuracies
+        warn(f"held-out families unknown: {type(e).__name__}: {e}")
+        return {}
+
+
+def ifeval_family_table(run: Run) -> Table:
+    """Instruction-level accuracy (strict) per instruction family, one column per model."""
+    per_model = {m: v["ifeval/by_family"] for m, v in (run.eval.get("ifeval") or {}).items()
+                 if isinstance(v, dict) and isinstance(v.get("ifeval/by_family"), dict)}
+    if not per_model and run.eval.get("ifeval"):  # evaluated before by_family was recorded
+        from srlm import ifeval
+
+        per_model = {m: ifeval.by_family(rows) for m, rows in run.ifeval_rows().items()}
+    models = sorted(per_model, key=model_key)
+    families = sorted({f for v in per_model.values() for f in v})
+    held = _heldout_families(run)
+
+    def cell(m: str, f: str) -> dict:
+        v = per_model[m].get(f)
+        return v if isinstance(v, dict) else {}
+
+    rows = []
+    for f in families:
+        n = next((cell(m, f).get("instructions") for m in reversed(models) if cell(m, f)), None)
+        rows.append([f, fmt(n)] + ([held.get(f, "no")] if held else []) + [pct(cell(m, f).get("inst_strict")) for m in models])
+    return Table("IFEval per instruction family", ["family", "instructions"] + (["held out"] if held else []) + models,
+                 rows, note="Instruction-level accuracy (strict) per family of IFEval instructions (the id before "
+                            "':'); a family with few instructions moves in large steps.",
+                 empty="No IFEval results per family (`eval.ifeval` off, or srlm eval not run).")
+
+
+def _correlations(x: list[float], y: list[float]) -> tuple[float | None, float | None]:
+    """Pearson and Spearman correlation (scipy.stats); None for fewer than 3 points or a constant side."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None, None
+    from scipy import stats
+
+    return float(stats.pearsonr(x, y)[0]), float(stats.spearmanr(x, y)[0])
+
+
+def judge_checker_agreement(run: Run) -> list[dict]:
+    """Per iteration whose judgments record both the rubric self-judge's score (`judge_score`)
+    and the checker's fraction of instructions followed (`verifier_score`): each candidate's
+    judgments averaged first, then Pearson and Spearman over the candidates.
+    Rows: {iteration, candidates, pearson, spearman, mean_judge, mean_checker, judge, checker}."""
+    out = []
+    for t in run.iterations:
+        per: dict[str, tuple[float, list[float]]] = {}
+        for r in run.judgments(t):
+            v, j = num(r.get("verifier_score")), num(r.get("judge_score"))
+            if v is None or j is None:
+                continue
+            per.setdefault(str(r.get("candidate_id")), (v, []))[1].append(j)
+        if not per:
+            continue
+        judge = [statistics.fmean(js) for _, js in per.values()]
+        checker = [v for v, _ in per.values()]
+        r, rho = _correlations(judge, checker)
+        out.append({"iteration": t, "candidates": len(per), "pearson": r, "spearman": rho,
+                    "mean_judge": statistics.fmean(judge), "mean_checker": statistics.fmean(checker),
+                    "judge": judge, "checker": checker})
+    return out
+
+
+def judge_checker_table(run: Run, rows: list[dict] | None = None) -> Table:
+    rows = judge_checker_agreement(run) if rows is None else rows
+    return Table("Does the judge see what the checker sees?",
+                 ["iteration", "candidates", "Pearson r", "Spearman ρ", "mean self-judge score (0-5)",
+                  "mean checker score (share followed)"],
+                 [[f"iter_{r['iteration']}", fmt(r["candidates"]), fmt(r["pearson"]), fmt(r["spearman"]),
+                   fmt(r["mean_judge"]), fmt(r["mean_checker"])] for r in rows],
+                 note="On the same training candidates: the model's own rubric score (each candidate's judgments "
+                      "averaged) against the share of its prompt's verifiable instructions it follows, by IFEval's "
+                      "strict checkers. Near 0: the self-judge does not see what the checker rewards.",
+                 empty="No judgment records both a checker verdict and a rubric score (only runs on verifiable "
+                       "prompts with a rubric judge, judge.source rubric or hybrid, record both).")
