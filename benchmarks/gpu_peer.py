@@ -1,0 +1,359 @@
+"""The measuring parts of benchmarks/gpu_check.sh, on one CUDA GPU (it runs each in its own process,
+under its own timeout). Needs srlm and its wheels importable (gpu_check.sh sets that up).
+
+  python benchmarks/gpu_peer.py generate [--repeats 2] [key=value ...]
+  python benchmarks/gpu_peer.py dpo [--steps 2] [key=value ...]
+  python benchmarks/gpu_peer.py tiny RUN_DIR [key=value ...]
+
+generate: sampling and judging, srlm against the competent plain-transformers peer, alternated,
+median of --repeats after one warm-up call of each. srlm: `srlm.backends.make_backend` on the
+default config (the transformers backend: bf16 and CUDA picked by srlm/modeling.pick_dtype and
+backends/hf._device). Peer: the same weights in bf16 on the GPU, SDPA attention, left padding,
+one batched `model.generate` per batch with num_return_sequences (each prompt's prefill repeated
+n times), judgments stopped at their score line with stop_strings. Same prompts, sizes and
+sampling settings: the default config's sampling chunk (24 prompts x N=4 = 96 rows, 192 new tokens
+at most) and judging chunk (32 seed answers x K=3 = 96 rows, 128 new tokens at most). Judging is
+measured twice for srlm: parsed scores (the same work as the peer) and the default config's
+expected scoring with its repetition cut (one more forward pass per judgment that the peer does
+not make). Metric: generated tokens per second (EOS excluded), and judgments per second.
+The other benchmarks (bench_sampling.py, bench_judging.py) compare against a naive fp32 loop on
+the CPU and have no device option, hence this script.
+
+dpo: one DPO optimizer step per --steps, as the DPO stage builds its trainer (srlm.dpo.train, as
+benchmarks/bench_dpo.py times it): the default config's dpo section with dpo.epochs=1 and
+dpo.batch_size pairs per step, once with LoRA (the default) and once as a full fine-tune; both
+bf16 mixed precision on CUDA (srlm.training.trainer_kwargs). Per step: seconds (CUDA-synchronised
+at the callback's step begin/end); setup: trainer construction, tokenising and the reference
+log-probs; peak CUDA memory.
+
+tiny: `srlm run --config tiny --output-dir RUN_DIR` in this process (srlm.cli.main), then what it
+left: exit status, models, pairs per iteration and the peak CUDA memory it allocated (0 would mean
+it never ran on the GPU, which fails this part).
+
+Lines `RATIO ... srlm/peer = ...` are the results; `SUMMARY<TAB>measure<TAB>srlm<TAB>peer<TAB>ratio`
+and `RESULT <text>` lines feed gpu_check.sh's closing table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.join(HERE, "..", "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    sys.exit(f"gpu_peer: refused: torch.cuda.is_available() is False (torch {torch.__version__})")
+
+DEV = "cuda"
+
+
+def summary(measure: str, srlm, peer, ratio) -> None:
+    print("SUMMARY\t" + "\t".join(str(x) for x in (measure, srlm, peer, ratio)), flush=True)
+
+
+def plain_model_dir(cfg, out: str) -> str:
+    """The config's M0 as a plain transformers directory (the embedded model is a GGUF file that
+    would be dequantised on every load), so both sides load the same weights the plain way."""
+    from srlm.modeling import load_model, load_tokenizer, resolve, save_model
+
+    path = os.path.join(out, "M0")
+    ref = resolve(cfg.model.name_or_path)
+    save_model(load_model(ref), load_tokenizer(ref), path)
+    return path
+
+
+# --- generate ----------------------------------------------------------------------------------
+
+class CountingBackend:
+    """srlm's backend, counting the tokens its generate calls return."""
+
+    def __init__(self, inner):
+        self.inner, self.tokens = inner, 0
+
+    def generate(self, chats, params, seed):
+        out = self.inner.generate(chats, params, seed)
+        self.tokens += sum(c.num_tokens for row in out for c in row)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class Peer:
+    """The plain-transformers path a competent user writes on a GPU."""
+
+    def __init__(self, model_dir: str, batch_size: int):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
+                                                          attn_implementation="sdpa").to(DEV).eval()
+        eos = {self.tok.eos_token_id}
+        g = self.model.generation_config.eos_token_id
+        eos.update(g if isinstance(g, (list, tuple)) else [g] if g is not None else [])
+        self.eos = sorted(int(x) for x in eos if x is not None)
+        self.ends = torch.tensor(sorted(set(self.eos) | {self.tok.pad_token_id}), device=DEV)
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def generate(self, chats, n, max_new_tokens, temperature, top_p, seed, stop_strings=None):
+        """Per chat, n (text, generated tokens) pairs."""
+        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        per_batch = max(1, self.batch_size // n)
+        torch.manual_seed(seed)
+        out = []
+        for s in range(0, len(texts), per_batch):
+            enc = self.tok(texts[s:s + per_batch], return_tensors="pt", padding=True, add_special_tokens=False).to(DEV)
+            kw = dict(stop_strings=stop_strings, tokenizer=self.tok) if stop_strings else {}
+            if temperature > 0:  # srlm samples with temperature and top_p alone: no top-k
+                kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+            else:
+                kw.update(do_sample=False)
+            g = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                    pad_token_id=self.tok.pad_token_id, eos_token_id=self.eos, **kw)
+            new = g[:, enc["input_ids"].shape[1]:]
+            counts = (torch.isin(new, self.ends).cumsum(1) == 0).sum(1).tolist()
+            decoded = self.tok.batch_decode(new, skip_special_tokens=True)
+            for i in range(len(decoded) // n):
+                out.append(list(zip(decoded[i * n:(i + 1) * n], counts[i * n:(i + 1) * n])))
+        return out
+
+
+def cmd_generate(args) -> int:
+    from common import alternate, eval_prompts, ift_examples, median, table
+
+    from srlm import rubric
+    from srlm.backends import make_backend
+    from srlm.backends.base import SamplingParams
+    from srlm.config import load_config, packaged_config
+    from srlm.judge import judge_texts
+    from srlm.modeling import ModelRef
+
+    cfg = load_config(packaged_config("default"), args.overrides)
+    out = tempfile.mkdtemp(prefix="srlm-gpu-peer-")
+    model_dir = plain_model_dir(cfg, out)
+    peer = Peer(model_dir, cfg.backend.batch_size)  # loaded first: its model never passes through srlm
+    backend = CountingBackend(make_backend(cfg, ModelRef(model_dir)))
+    m = backend.inner.model
+    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}; srlm backend {type(backend.inner).__name__} "
+          f"{m.dtype} on {m.device} (attention {m.config._attn_implementation}); peer {peer.model.dtype} on "
+          f"{peer.model.device} (attention {peer.model.config._attn_implementation}); batch {cfg.backend.batch_size} rows",
+          flush=True)
+    assert m.device.type == "cuda", "srlm's backend did not put the model on the GPU"
+
+    # Sampling: one sampling chunk of the default config.
+    s = cfg.sample
+    chats = [[{"role": "user", "content": p}] for p in eval_prompts(args.prompts or s.chunk_size)]
+    params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
+    print(f"sampling: {len(chats)} prompts x N={s.n}, {s.max_new_tokens} new tokens at most, "
+          f"temperature {s.temperature}, top_p {s.top_p}", flush=True)
+    warm = SamplingParams(n=2, temperature=s.temperature, top_p=s.top_p, max_new_tokens=8)
+    backend.generate(chats[:2], warm, seed=1)
+    peer.generate(chats[:2], 2, 8, s.temperature, s.top_p, seed=1)
+
+    def srlm_sample():
+        backend.tokens = 0
+        backend.generate(chats, params, seed=0)
+        return backend.tokens
+
+    def peer_sample():
+        return sum(t for row in peer.generate(chats, s.n, s.max_new_tokens, s.temperature, s.top_p, seed=0) for _, t in row)
+
+    times, toks = alternate({"peer": peer_sample, "srlm": srlm_sample}, args.repeats)
+    rate = {k: toks[k] / median(times[k]) for k in times}
+    print(table([[k, toks[k], f"{median(times[k]):.2f}", f"{rate[k]:.0f}"] for k in times],
+                ["path", "generated tokens", "median s", "tokens/s"]))
+    r = rate["srlm"] / rate["peer"]
+    print(f"RATIO sampling tokens/s srlm/peer = {r:.2f}x", flush=True)
+    summary("sampling, generated tokens/s", f"{rate['srlm']:.0f}", f"{rate['peer']:.0f}", f"{r:.2f}x")
+
+    # Judging: one judging chunk of the default config.
+    j = cfg.judge
+    template = rubric.load_template(j.template)
+    items = [(e.prompt, e.response) for e in ift_examples(args.candidates or j.chunk_size)]
+    jchats = [[{"role": "user", "content": rubric.render(template, p, r)}] for p, r in items]
+    parsed_cfg = j.model_copy(update={"scoring": "parsed", "stop_repetition": 0})
+    stops = [f"Score: {d}" for d in range(rubric.MAX_SCORE + 1)]
+    n_judgments = len(items) * j.k
+    print(f"judging: {len(items)} answers x K={j.k} = {n_judgments} judgments, {j.max_new_tokens} new tokens at "
+          f"most; srlm default scoring: {j.scoring}, stop_repetition {j.stop_repetition}", flush=True)
+    judge_texts(backend, template, items[:2], 2, parsed_cfg.model_copy(update={"max_new_tokens": 8}), seed=1)
+    peer.generate(jchats[:2], 2, 8, j.temperature, j.top_p, seed=1, stop_strings=stops)
+    judged = {}
+
+    def srlm_judge(jcfg, name):
+        def run():
+            backend.tokens = 0
+            judged[name] = [sc for row in judge_texts(backend, template, items, j.k, jcfg, seed=0) for _, sc, _ in row]
+            return backend.tokens
+        return run
+
+    def peer_judge():
+        rows = peer.generate(jchats, j.k, j.max_new_tokens, j.temperature, j.top_p, seed=0, stop_strings=stops)
+        judged["peer"] = [rubric.parse_score(rubric.truncate_after_score(t))[0] for row in rows for t, _ in row]
+        return sum(t for row in rows for _, t in row)
+
+    fns = {"peer": peer_judge, "srlm (parsed)": srlm_judge(parsed_cfg, "srlm (parsed)")}
+    default_name = f"srlm (default: {j.scoring}, stop_repetition {j.stop_repetition})"
+    if (j.scoring, j.stop_repetition) != ("parsed", 0):
+        fns[default_name] = srlm_judge(j, default_name)
+    times, toks = alternate(fns, args.repeats)
+    jps = {k: n_judgments / median(times[k]) for k in times}
+    tps = {k: toks[k] / median(times[k]) for k in times}
+    print(table([[k, n_judgments, toks[k], f"{median(times[k]):.2f}", f"{jps[k]:.1f}", f"{tps[k]:.0f}",
+                  f"{sum(x is not None for x in judged[k])}/{n_judgments}"] for k in times],
+                ["path", "judgments", "generated tokens", "median s", "judgments/s", "tokens/s", "scored"]))
+    rj, rt = jps["srlm (parsed)"] / jps["peer"], tps["srlm (parsed)"] / tps["peer"]
+    print(f"RATIO judging judgments/s srlm/peer = {rj:.2f}x (parsed scores on both sides)")
+    print(f"RATIO judging tokens/s srlm/peer = {rt:.2f}x (parsed scores on both sides)")
+    summary("judging, judgments/s (parsed)", f"{jps['srlm (parsed)']:.1f}", f"{jps['peer']:.1f}", f"{rj:.2f}x")
+    summary("judging, generated tokens/s (parsed)", f"{tps['srlm (parsed)']:.0f}", f"{tps['peer']:.0f}", f"{rt:.2f}x")
+    if default_name in jps:
+        rd = jps[default_name] / jps["peer"]
+        print(f"RATIO judging judgments/s srlm/peer = {rd:.2f}x ({default_name}: a forward pass per judgment more "
+              "than the peer makes)")
+        summary(f"judging, judgments/s ({j.scoring})", f"{jps[default_name]:.1f}", f"{jps['peer']:.1f}", f"{rd:.2f}x")
+    print(f"RESULT peak CUDA memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    return 0
+
+
+# --- dpo ---------------------------------------------------------------------------------------
+
+def cmd_dpo(args) -> int:
+    from bench_dpo import make_pairs
+    from common import table
+
+    from srlm import dpo
+    from srlm.config import load_config, packaged_config
+    from srlm.modeling import ModelRef, load_model, load_tokenizer
+    from srlm.records import PairRecord
+
+    base = load_config(packaged_config("default"), ["dpo.epochs=1", *args.overrides])
+    out = tempfile.mkdtemp(prefix="srlm-gpu-dpo-")
+    model_dir = plain_model_dir(base, out)
+    per_step = base.dpo.batch_size
+    pairs = [PairRecord("p", "p", p["prompt"], p["chosen"], p["rejected"], "c", "r", 1, 0, 1, 1)
+             for p in make_pairs(args.steps * per_step)]
+    marks: dict[str, list[float]] = {}
+
+    class TimedFaults(dpo.TrainerFaults):
+        """dpo.train's own callback, plus CUDA-synchronised marks at each optimizer step's begin/end."""
+
+        def on_step_begin(self, a, state, control, **kw):
+            torch.cuda.synchronize()
+            marks["begin"].append(time.perf_counter())
+            return super().on_step_begin(a, state, control, **kw)
+
+        def on_step_end(self, a, state, control, **kw):
+            torch.cuda.synchronize()
+            marks["end"].append(time.perf_counter())
+            return super().on_step_end(a, state, control, **kw)
+
+    dpo.TrainerFaults = TimedFaults
+    rows, failed = [], 0
+    for name, override in (("LoRA", "dpo.lora=true"), ("full", "dpo.lora=false")):
+        cfg = load_config(packaged_config("default"), ["dpo.epochs=1", *args.overrides, override])
+        marks.update(begin=[], end=[])
+        try:
+            tok = load_tokenizer(ModelRef(model_dir))
+            model = load_model(ModelRef(model_dir), torch.float32)  # as training.load_for_training
+            model.train()
+            torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            trainer = dpo.train(cfg, model, tok, pairs, os.path.join(out, f"ck-{name}"))
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+            # A step: from the previous step's end (the first: its own begin) to its end, so the
+            # accumulation micro-batches, the optimizer and the logging are all in it.
+            ends = marks["end"]
+            starts = marks["begin"][:1] + ends[:-1]
+            steps = [e - b for b, e in zip(starts, ends)]
+            setup = marks["begin"][0] - t0 if marks["begin"] else float("nan")
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            on = next(trainer.model.parameters()).device
+            prec = "bf16 autocast" if trainer.args.bf16 else "fp32"
+            first, last = (steps[0], steps[-1]) if steps else (float("nan"), float("nan"))
+            rows.append([name, prec, str(on), per_step, len(steps), f"{setup:.2f}", f"{first:.3f}", f"{last:.3f}",
+                         f"{wall:.2f}", f"{peak:.2f}"])
+            summary(f"DPO {name}: s/step (first, last), {per_step} pairs", f"{first:.3f}, {last:.3f}", "", "")
+            summary(f"DPO {name}: peak CUDA GiB", f"{peak:.2f}", "", "")
+            if on.type != "cuda":
+                print(f"DPO {name}: the trainer's model is on {on}, not on the GPU")
+                failed += 1
+            del trainer, model
+        except Exception as e:  # noqa: BLE001 - report it and still time the other variant
+            import traceback
+
+            traceback.print_exc()
+            print(f"RESULT DPO {name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            failed += 1
+        gc.collect()
+        torch.cuda.empty_cache()
+    print(table(rows, ["variant", "precision", "device", "pairs/step", "steps", "setup s", "first step s",
+                       "last step s", "train() s", "peak CUDA GiB"]))
+    if rows and not failed:
+        print("RESULT " + "; ".join(f"{r[0]} {r[7]} s/step ({r[3]} pairs, {r[9]} GiB)" for r in rows))
+    return 1 if failed else 0
+
+
+# --- tiny --------------------------------------------------------------------------------------
+
+def cmd_tiny(args) -> int:
+    from srlm.cli import main
+
+    t0 = time.perf_counter()
+    rc = main(["run", "--config", "tiny", "--output-dir", args.run_dir, *args.overrides])
+    wall = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    models = sorted(os.listdir(os.path.join(args.run_dir, "models"))) if os.path.isdir(
+        os.path.join(args.run_dir, "models")) else []
+    metrics = {}
+    path = os.path.join(args.run_dir, "metrics.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            metrics = json.load(f)
+    pairs = [f"{g}: {v.get('dpo/pairs')} pairs" for g, v in sorted(metrics.items())
+             if g.startswith("iter_") and isinstance(v, dict) and "dpo/pairs" in v]
+    print(f"srlm run --config tiny: exit {rc}, {wall:.0f} s, models {models}, {'; '.join(pairs) or 'no DPO metrics'}, "
+          f"peak CUDA memory {peak:.2f} GiB")
+    if rc == 0 and peak == 0:
+        print("RESULT ran, but allocated nothing on the GPU: the run did not use CUDA")
+        return 1
+    print(f"RESULT exit {rc}, {wall:.0f} s, {len(models)} models ({', '.join(models)}), {'; '.join(pairs)}, "
+          f"peak CUDA {peak:.2f} GiB")
+    return rc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="sampling and judging: srlm's backend vs the plain-transformers peer")
+    g.add_argument("--repeats", type=int, default=2)
+    g.add_argument("--prompts", type=int, default=0, help="sampling prompts (default: sample.chunk_size)")
+    g.add_argument("--candidates", type=int, default=0, help="answers to judge (default: judge.chunk_size)")
+    d = sub.add_parser("dpo", help="DPO steps as the DPO stage builds its trainer, LoRA and full fine-tune")
+    d.add_argument("--steps", type=int, default=2, help="optimizer steps (dpo.batch_size pairs each)")
+    t = sub.add_parser("tiny", help="srlm run --config tiny into RUN_DIR")
+    t.add_argument("run_dir")
+    for p in (g, d, t):
+        p.add_argument("overrides", nargs="*", help="config overrides (default config; tiny: the tiny config)")
+    args = ap.parse_args()
+    return {"generate": cmd_generate, "dpo": cmd_dpo, "tiny": cmd_tiny}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
