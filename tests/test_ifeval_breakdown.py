@@ -117,3 +117,30 @@ def test_console_summary_leads_with_ifeval_and_its_deltas(capsys):
     assert "IFEval change, same prompts, held-out instructions (score, paired 95% CI): M2 vs M0 -0.02 [-0.1, +0.05]" in out
     assert "trained instructions" not in out
     assert out.index("IFEval change") < out.index("judge-human agreement")
+
+
+@pytest.mark.parametrize("skipped", [True, False])
+def test_m1_reuses_m0_ifeval_only_when_sft_was_skipped(tmp_path, skipped):
+    from srlm.evaluate import ifeval_model
+    from srlm.rundir import RunDir
+
+    run = str(tmp_path)
+    rd = RunDir(run)
+    os.makedirs(rd.model(1))
+    rd.write_marker(rd.model(1), {"sft/skipped": 1} if skipped else {"sft/loss": 1.0}, {}, "x")
+    c = SimpleNamespace(eval=SimpleNamespace(ifeval_size=2, ifeval_max_new_tokens=8), seed=0)
+    m0 = os.path.join(run, "eval", "ifeval_M0.jsonl")
+    write_jsonl(m0, [row(1, [HELD], [True]), row(2, [HELD], [False])])
+    mark_done(m0, {"size": 2, "max_new_tokens": 8, "seed": 0})
+
+    class NoBackend:  # answering would need a model: reuse must not get here
+        def __getattr__(self, name):
+            raise AssertionError("M1's IFEval was generated, not reused")
+
+    if skipped:
+        res = ifeval_model(c, run, "M1", NoBackend())
+        assert res["ifeval/prompt_strict"] == 0.5
+        assert open(os.path.join(run, "eval", "ifeval_M1.jsonl")).read() == open(m0).read()
+    else:
+        with pytest.raises(AssertionError, match="generated"):
+            ifeval_model(c, run, "M1", NoBackend())
