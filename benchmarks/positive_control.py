@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
-from collections import defaultdict
 
 
 def pct(x):
@@ -41,7 +39,8 @@ def delta(d: dict, prefix: str, with_ci: bool = False) -> str:
 
 
 def main(runs: list[str]) -> None:
-    from scipy import stats
+    from srlm.report.load import load_run
+    from srlm.report.tables import judge_checker_agreement
 
     for run in runs:
         m = json.load(open(os.path.join(run, "metrics.json")))
@@ -63,21 +62,13 @@ def main(runs: list[str]) -> None:
         print("\n| iteration | prompts | pairs | checker rate of M_t's samples (all followed) | chosen / rejected chars | "
               "DPO loss, reward acc | judge vs checker: Pearson, Spearman (candidates) |")
         print("|---|---|---|---|---|---|---|")
+        # The report's own computation (each candidate's judgments averaged, then Pearson and Spearman).
+        corr_by_t = {r["iteration"]: r for r in judge_checker_agreement(load_run(run))}
         t = 1
         while f"iter_{t}" in m:
             it = m[f"iter_{t}"]
-            corr = "-"
-            path = os.path.join(run, f"iter_{t}", "judgments.jsonl")
-            if os.path.exists(path):
-                by = defaultdict(list)
-                for line in open(path):
-                    j = json.loads(line)
-                    if j.get("judge_score") is not None and j.get("verifier_score") is not None:
-                        by[j["candidate_id"]].append((j["judge_score"], j["verifier_score"]))
-                if len(by) > 2:
-                    js = [statistics.fmean(a for a, _ in v) for v in by.values()]
-                    vs = [v[0][1] for v in by.values()]
-                    corr = (f"{stats.pearsonr(js, vs)[0]:+.3f}, {stats.spearmanr(js, vs)[0]:+.3f} ({len(by)})")
+            row = corr_by_t.get(t)
+            corr = "-" if row is None else (f"{row['pearson']:+.3f}, {row['spearman']:+.3f} ({row['candidates']})")
             print(f"| {t} | {it.get('prompts/kept')} | {it.get('pairs/kept')} | "
                   f"{pct(it.get('judge/verifier_mean'))} ({pct(it.get('judge/verifier_all_followed'))}) | "
                   f"{it.get('pairs/mean_chosen_length', 0):.0f} / {it.get('pairs/mean_rejected_length', 0):.0f} | "
