@@ -65,7 +65,7 @@ def summary(measure: str, srlm, peer, ratio) -> None:
 def plain_model_dir(cfg, out: str) -> str:
     """The config's M0 as a plain transformers directory (the embedded model is a GGUF file that
     would be dequantised on every load), so both sides load the same weights the plain way."""
-    from srlm.modeling import load_model, load_tokenizer, resolve, save_model
+    from srlm.engines.modeling import load_model, load_tokenizer, resolve, save_model
 
     path = os.path.join(out, "M0")
     ref = resolve(cfg.model.name_or_path)
@@ -136,12 +136,12 @@ class Peer:
 def cmd_generate(args) -> int:
     from common import alternate, eval_prompts, ift_examples, median, table
 
-    from srlm import rubric
-    from srlm.backends import make_backend
-    from srlm.backends.base import SamplingParams
-    from srlm.config import load_config, packaged_config
-    from srlm.judge import judge_texts
-    from srlm.modeling import ModelRef
+    from srlm.data import rubric
+    from srlm.engines.backends import make_backend
+    from srlm.engines.backends.base import SamplingParams
+    from srlm.run.config import load_config, packaged_config
+    from srlm.loop.judge import judge_texts
+    from srlm.engines.modeling import ModelRef
 
     cfg = load_config(packaged_config("default"), args.overrides)
     out = tempfile.mkdtemp(prefix="srlm-gpu-peer-")
@@ -237,10 +237,10 @@ def cmd_dpo(args) -> int:
     from bench_dpo import make_pairs
     from common import table
 
-    from srlm import dpo
-    from srlm.config import load_config, packaged_config
-    from srlm.modeling import ModelRef, load_model, load_tokenizer
-    from srlm.records import PairRecord
+    from srlm.loop import dpo
+    from srlm.run.config import load_config, packaged_config
+    from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
+    from srlm.run.records import PairRecord
 
     base = load_config(packaged_config("default"), ["dpo.epochs=1", *args.overrides])
     out = tempfile.mkdtemp(prefix="srlm-gpu-dpo-")

@@ -23,11 +23,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from srlm import ifeval  # noqa: E402
-from srlm.backends.hf import HFBackend  # noqa: E402
-from srlm.config import EMBEDDED_MODEL  # noqa: E402
-from srlm.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
-from srlm.records import append_jsonl, read_jsonl, write_json, write_jsonl  # noqa: E402
+from srlm.evaluation import ifeval  # noqa: E402
+from srlm.engines.backends.hf import HFBackend  # noqa: E402
+from srlm.run.config import EMBEDDED_MODEL  # noqa: E402
+from srlm.engines.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
+from srlm.run.records import append_jsonl, read_jsonl, write_json, write_jsonl  # noqa: E402
 
 CARD_SCORE = 29.9  # SmolLM2-135M-Instruct model card, "IFEval (Average prompt/inst)"
 

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from srlm import data, eft_build
-from srlm.backends import Completion
-from srlm.records import InputError, read_jsonl
+from srlm.data import loaders
+from srlm.loop import eft_build
+from srlm.engines.backends import Completion
+from srlm.run.records import InputError, read_jsonl
 
 TEMPLATE = "Request: {prompt}\nReply: {response}\nJudge it."
 PARAMS = SimpleNamespace(temperature=0.7, top_p=0.9, max_new_tokens=64)
@@ -146,7 +147,7 @@ def test_build_keeps_agreeing_chains_and_counts_every_drop(sources, tmp_path):
     assert len({r["id"] for r in rows}) == 5
 
     # The EFT loader reads it unchanged, rendering each through the judge template.
-    eft = data.load_eft([str(out)], TEMPLATE)
+    eft = loaders.load_eft([str(out)], TEMPLATE)
     assert [e.score for e in eft] == [5, 4, 1, 4, 3]
     assert eft[1].prompt == "Request: How do I boil an egg?\nReply: E-mid\nJudge it."
     assert eft[1].judgment == "m2\nScore: 4"

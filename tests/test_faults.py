@@ -20,7 +20,7 @@ import sys
 import pytest
 import torch
 
-from srlm.records import read_jsonl
+from srlm.run.records import read_jsonl
 from tiny import tiny_overrides, write_seed_files
 
 # transformers' default callbacks get TrainerFaults, so kills land mid-training even while the
@@ -28,7 +28,7 @@ from tiny import tiny_overrides, write_seed_files
 RUNNER = """
 import sys
 import transformers.trainer as T
-from srlm.faults import TrainerFaults
+from srlm.run.faults import TrainerFaults
 T.DEFAULT_CALLBACKS = [*T.DEFAULT_CALLBACKS, TrainerFaults]
 from srlm.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -129,7 +129,7 @@ EVERY_STAGE = [
 
 def test_point_kills_on_the_nth_matching_call_and_logs_every_call(tmp_path):
     log = tmp_path / "log"
-    code = "from srlm.faults import point\nfor n in 'abcbd': point(n, 'x' if n == 'a' else '')\nprint('survived')"
+    code = "from srlm.run.faults import point\nfor n in 'abcbd': point(n, 'x' if n == 'a' else '')\nprint('survived')"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRLM_FAULT_")}
     run = lambda **e: subprocess.run([sys.executable, "-c", code], env=env | e, capture_output=True, text=True,
                                       check=False)
@@ -213,7 +213,7 @@ def test_kill_between_marker_and_metrics_keeps_the_metrics(tmp_path, copy_of_run
 
 
 def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path):
-    from srlm.training import last_checkpoint
+    from srlm.engines.training import last_checkpoint
 
     for step, files in ((20, ["model.safetensors", "optimizer.pt", "rng_state.pth", "trainer_state.json"]),
                         (40, ["model.safetensors"])):  # killed after the weights, before the rest

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from srlm import ifeval
-from srlm.records import InputError
+from srlm.evaluation import ifeval
+from srlm.run.records import InputError
 
 NAMES = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "score", "score_loose")
 
@@ -256,8 +256,8 @@ def test_subset_keeps_rows_whose_every_instruction_is_in_the_set():
 # --- a tiny model, end to end -------------------------------------------------------------------
 
 def test_tiny_model_answer_score_summarize(tiny_model):
-    from srlm.backends.hf import HFBackend
-    from srlm.modeling import ModelRef, load_model, load_tokenizer
+    from srlm.engines.backends.hf import HFBackend
+    from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
 
     ref = ModelRef(tiny_model)
     backend = HFBackend(load_model(ref), load_tokenizer(ref), batch_size=4)

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from srlm import meta
-from srlm.meta import Battle
+from srlm.methods import meta
+from srlm.methods.meta import Battle
 
 
 def sigmoid(x):

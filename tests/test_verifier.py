@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from srlm import ifeval, judge, prompts, verifier
-from srlm.config import ConfigError, load_config
-from srlm.records import CandidateRecord, InputError, JudgmentRecord, PromptRecord, read_jsonl
+from srlm.evaluation import ifeval
+from srlm.loop import judge, prompts, verifier
+from srlm.run.config import ConfigError, load_config
+from srlm.run.records import CandidateRecord, InputError, JudgmentRecord, PromptRecord, read_jsonl
 
 
 def test_families_and_holdout():

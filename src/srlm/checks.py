@@ -36,8 +36,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from srlm import data, modeling, rubric
-from srlm.records import InputError, utf8_lines
+from srlm.data import loaders, rubric
+from srlm.engines import modeling
+from srlm.run.records import InputError, utf8_lines
 
 # Rough characters per token of English text for BPE tokenizers such as Llama's and SmolLM2's;
 # only for counting likely over-long records, never for dropping any.
@@ -74,7 +75,7 @@ class _Check:
             self.notes.append(f"{key}: {source} not checked (a Hugging Face dataset is read when its stage runs)")
             return None
         blank = 0
-        for path in data.source_files(source):
+        for path in loaders.source_files(source):
             if not os.path.exists(path):
                 self.problem(key, f"{path}: file not found")
                 return None
@@ -179,10 +180,10 @@ def _check_seed(c: _Check, cfg, template: str | None) -> None:
             if blank is None:
                 continue
             if kind == "ift":
-                rows = c.load(key, source, lambda s=source: data.load_ift([s]))
+                rows = c.load(key, source, lambda s=source: loaders.load_ift([s]))
                 lengths = [len(r.prompt) + len(r.response) for r in rows or []]
             else:
-                rows = c.load(key, source, lambda s=source: data.load_eft([s], template or FALLBACK_TEMPLATE))
+                rows = c.load(key, source, lambda s=source: loaders.load_eft([s], template or FALLBACK_TEMPLATE))
                 lengths = [len(r.prompt) + len(r.judgment) for r in rows or []]
             if rows is None:
                 continue
@@ -197,8 +198,8 @@ def _check_eval(c: _Check, cfg) -> None:
         blank = c.read_files(key, source)
         if blank is None:
             continue
-        path = data.source_files(source)[0] if source == "embedded:human_prefs" else source
-        got = c.load(key, source, lambda p=path: data.load_human_pairs(p))
+        path = loaders.source_files(source)[0] if source == "embedded:human_prefs" else source
+        got = c.load(key, source, lambda p=path: loaders.load_human_pairs(p))
         if got is None:
             continue
         pairs, stats = got
@@ -215,7 +216,7 @@ def _check_prompt_set(c: _Check, key: str, source: str, group: str) -> None:
     blank = c.read_files(key, source)
     if blank is None:
         return
-    rows = c.load(key, source, lambda: data.load_prompts(source))
+    rows = c.load(key, source, lambda: loaders.load_prompts(source))
     if rows is None:
         return
     c.counts[group] = len(rows)
@@ -225,7 +226,7 @@ def _check_prompt_set(c: _Check, key: str, source: str, group: str) -> None:
 
 def _check_eft_build(c: _Check, cfg) -> None:
     # Only when enabled: eft_build pulls in the judge and backend modules.
-    from srlm import eft_build
+    from srlm.loop import eft_build
 
     limit = cfg.eft_build.max_chars or c.limit  # max_chars: exactly the groups the build drops
     groups = empty = over = ties = 0
@@ -248,7 +249,7 @@ def _check_eft_build(c: _Check, cfg) -> None:
 
 def _check_human_train(c: _Check, cfg) -> None:
     # The same loader as the human_pairs stage (eft_build.load_groups), so they cannot disagree.
-    from srlm import eft_build
+    from srlm.loop import eft_build
 
     source = cfg.pairs.human_train
     if c.read_files("pairs.human_train", source) is None:

@@ -35,10 +35,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from srlm import data
-from srlm.config import Config
-from srlm.modeling import ModelRef, resolve
-from srlm.rundir import RunDir
+from srlm.data import loaders
+from srlm.run.config import Config
+from srlm.engines.modeling import ModelRef, resolve
+from srlm.run.rundir import RunDir
 
 # Config values that change generated text; server plumbing (timeouts, concurrency, keys) does not.
 GENERATION_KEYS = ("seed", "model.dtype", "backend.name", "backend.batch_size", "backend.base_url",
@@ -76,11 +76,11 @@ def model_ref(rd: RunDir, t: int) -> ModelRef:
 
 
 def _files(sources: list[str]) -> list[str]:
-    return [f for s in sources for f in data.source_files(s)]
+    return [f for s in sources for f in loaders.source_files(s)]
 
 
 def _template(cfg: Config) -> list[str]:
-    return data.source_files(cfg.judge.template)
+    return loaders.source_files(cfg.judge.template)
 
 
 def _model_input(ref: ModelRef | str) -> str:
@@ -94,25 +94,25 @@ def eval_prompt_files(cfg: Config) -> list[str]:
 # -- the stages' run functions (imported lazily: training stages pull in TRL) -------------------
 
 def _run_eft_build(cfg, rd, t, backend):
-    from srlm import eft_build
+    from srlm.loop import eft_build
 
     return eft_build.run_stage(cfg, rd, backend)
 
 
 def _run_sft(cfg, rd, t, backend):
-    from srlm import sft
+    from srlm.loop import sft
 
     return sft.run(cfg, rd, m0(cfg))
 
 
 def _run_prompts(cfg, rd, t, backend):
-    from srlm import prompts
+    from srlm.loop import prompts
 
     return prompts.run(cfg, rd, t, backend)
 
 
 def _run_sample(cfg, rd, t, backend):
-    from srlm import sample
+    from srlm.loop import sample
 
     return sample.run(cfg, rd, t, backend)
 
@@ -123,7 +123,7 @@ def judged_files(cfg: Config, rd: RunDir, t: int) -> list[str]:
 
 
 def _judge_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
-    from srlm import judge
+    from srlm.loop import judge
 
     model = judge_model(cfg, rd, t)
     return [*([_model_input(model)] if model is not None else []), *judged_files(cfg, rd, t), *_template(cfg),
@@ -138,13 +138,13 @@ def _prompts_model(cfg: Config, rd: RunDir, t: int):
 
 
 def _run_judge(cfg, rd, t, backend):
-    from srlm import judge
+    from srlm.loop import judge
 
     return judge.run(cfg, rd, t, backend, judged_files(cfg, rd, t))
 
 
 def _run_pairs(cfg, rd, t, backend):
-    from srlm import pairs
+    from srlm.loop import pairs
 
     return pairs.run(cfg, rd, t)
 
@@ -152,80 +152,80 @@ def _run_pairs(cfg, rd, t, backend):
 def seed_sources(cfg: Config) -> list[str]:
     """Where seed_prompts draws from: the seed IFT data (SPIN), or DNO's reference set."""
     if cfg.method == "dno":
-        from srlm import dno
+        from srlm.methods import dno
 
         return dno.reference_sources(cfg)
     return list(cfg.data.ift)
 
 
 def _run_seed_prompts(cfg, rd, t, backend):
-    from srlm import spin
+    from srlm.methods import spin
 
     return spin.run_prompts(cfg, rd, t, seed_sources(cfg))
 
 
 def _run_dno_reference(cfg, rd, t, backend):
-    from srlm import dno
+    from srlm.methods import dno
 
     return dno.run_references(cfg, rd, t)
 
 
 def _run_dno_pairs(cfg, rd, t, backend):
-    from srlm import dno
+    from srlm.methods import dno
 
     return dno.run_pairs(cfg, rd, t)
 
 
 def _dno_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
-    from srlm import dno
+    from srlm.methods import dno
 
     return [rd.candidates(t), rd.references(t), rd.judgments(t), *(p for _, p in dno.replay_sources(cfg, rd, t))]
 
 
 def _run_spin_pairs(cfg, rd, t, backend):
-    from srlm import spin
+    from srlm.methods import spin
 
     return spin.run_pairs(cfg, rd, t)
 
 
 def _spin_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
-    from srlm import spin
+    from srlm.methods import spin
 
     return [rd.prompts(t), rd.candidates(t), *_files(cfg.data.ift), *(p for _, p in spin.replay_sources(cfg, rd, t))]
 
 
 def _run_meta_judge(cfg, rd, t, backend):
-    from srlm import meta_judge
+    from srlm.methods import meta_rewarding
 
-    return meta_judge.run(cfg, rd, t, backend)
+    return meta_rewarding.run(cfg, rd, t, backend)
 
 
 def _run_judge_pairs(cfg, rd, t, backend):
-    from srlm import meta_judge
+    from srlm.methods import meta_rewarding
 
-    return meta_judge.run_pairs(cfg, rd, t)
+    return meta_rewarding.run_pairs(cfg, rd, t)
 
 
 def _trains_judge(cfg: Config, t: int) -> bool:
-    from srlm import meta_judge
+    from srlm.methods import meta_rewarding
 
-    return meta_judge.trains_judge(cfg, t)
+    return meta_rewarding.trains_judge(cfg, t)
 
 
 def _run_human_pairs(cfg, rd, t, backend):
-    from srlm import human_pairs
+    from srlm.methods import dpo_human
 
-    return human_pairs.run(cfg, rd, t)
+    return dpo_human.run(cfg, rd, t)
 
 
 def _run_reward_model(cfg, rd, t, backend):
-    from srlm import rlhf
+    from srlm.methods import rlhf
 
     return rlhf.run_reward_model(cfg, rd, t)
 
 
 def _run_rl(cfg, rd, t, backend):
-    from srlm import rlhf
+    from srlm.methods import rlhf
 
     return rlhf.run_rl(cfg, rd, t)
 
@@ -246,13 +246,13 @@ RLHF_RL_KEYS = ("rlhf.trainer", "rlhf.prompts", "rlhf.max_prompts", "rlhf.num_ge
 
 
 def _run_judge_prev(cfg, rd, t, backend):
-    from srlm import cream
+    from srlm.methods import cream
 
     return cream.run_judge_prev(cfg, rd, t, backend)
 
 
 def _run_cream_pairs(cfg, rd, t, backend):
-    from srlm import cream
+    from srlm.methods import cream
 
     return cream.run_pairs(cfg, rd, t)
 
@@ -280,7 +280,7 @@ def cream_models(cfg: Config, rd: RunDir, t: int) -> tuple[tuple, tuple]:
 
 
 def _run_cream_rewards(cfg, rd, t, backend):
-    from srlm import cream
+    from srlm.methods import cream
 
     return cream.run_rewards(cfg, rd, t, *cream_models(cfg, rd, t))
 
@@ -292,13 +292,13 @@ def _cream_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
 
 
 def _run_scir_pairs(cfg, rd, t, backend):
-    from srlm import scir
+    from srlm.methods import scir
 
     return scir.run_pairs(cfg, rd, t, implicit_reference(cfg, rd, t))
 
 
 def _run_dpo(cfg, rd, t, backend):
-    from srlm import dpo
+    from srlm.loop import dpo
 
     return dpo.run(cfg, rd, t)
 
