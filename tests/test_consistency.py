@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from srlm.methods.consistency import (consistency, group_by_prompt, kendall_tau, prompt_consistency, scir_agree,
-                              scir_filter)
+from srlm.methods.cream import consistency, group_by_prompt, kendall_tau, prompt_consistency
+from srlm.methods.scir import scir_agree, scir_filter
 from srlm.run.records import PairRecord
 
 

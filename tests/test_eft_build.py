@@ -1,4 +1,4 @@
-"""EFT from ranked human replies (srlm/eft_build.py): a scripted fake judge makes every
+"""EFT from ranked human replies (srlm/loop/eft_build.py): a scripted fake judge makes every
 kept/dropped decision and count exact."""
 
 import importlib.resources
@@ -99,13 +99,13 @@ def sources(tmp_path):
 
 
 def run_build(sources, out, backend=None, chunk_size=2, eval_prompts=EVAL_PROMPTS, **kw):
-    groups, _ = eft_build.load_groups(sources)
+    groups, _ = loaders.load_groups(sources)
     return eft_build.build(groups, backend or FakeJudge(), TEMPLATE, 3, PARAMS, 7, eval_prompts, str(out),
                            chunk_size=chunk_size, **kw)
 
 
 def test_load_groups_ranks_best_first_and_skips_ties(sources):
-    groups, stats = eft_build.load_groups(sources)
+    groups, stats = loaders.load_groups(sources)
     assert [(g.prompt, g.replies) for g in groups] == [
         ("How do I boil an egg?", ["E-best", "E-mid", "E-worst"]),
         ("Name three prime numbers.", ["P-best", "P-worse"]),
@@ -239,10 +239,10 @@ def test_stale_judgments_are_refused(sources, tmp_path):
 
 
 def test_embedded_oasst_sample_is_shipped():
-    source = eft_build.resolve_source("embedded:oasst")
+    source = loaders.resolve_source("embedded:oasst")
     assert source.startswith("oasst:") and source.endswith(os.path.join("oasst", "en_100_tree.jsonl"))
-    assert eft_build.resolve_source("x.jsonl") == "x.jsonl"
-    groups, _ = eft_build.load_groups(["embedded:oasst"])
+    assert loaders.resolve_source("x.jsonl") == "x.jsonl"
+    groups, _ = loaders.load_groups(["embedded:oasst"])
     # 99 of the sample's 212 ranked reply groups are first-turn (its README).
     assert len(groups) == 99 and all(len(g.replies) >= 2 for g in groups)
     root = importlib.resources.files("srlm.seed").joinpath("oasst")

@@ -19,7 +19,6 @@ import pytest
 
 from srlm.pipeline import freshness, prepare, run_stage
 from srlm.run.config import load_config, to_dict
-from srlm.run.rundir import RunDir
 from srlm.stages import schedule
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "premove_runs.json")

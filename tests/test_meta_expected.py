@@ -12,7 +12,7 @@ from srlm.methods import meta_rewarding
 from srlm.engines.backends import scoring
 from srlm.engines.backends.hf import HFBackend
 from srlm.run.config import Config, with_overrides
-from srlm.methods.meta import FORCED_VERDICT_PREFIX, decide_verdict, forced_verdict_prefix, parse_meta_verdict
+from srlm.methods.meta_rewarding import FORCED_VERDICT_PREFIX, decide_verdict, forced_verdict_prefix, parse_meta_verdict
 from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
 from srlm.run.records import CandidateRecord, JudgmentRecord, MetaJudgmentRecord, read_jsonl, write_jsonl
 from srlm.run.rundir import RunDir
@@ -224,7 +224,7 @@ def test_meta_judge_stage_on_the_tiny_model(tmp_path, hf, scoring):
     assert stats["meta/position_bias"] == pytest.approx(sum(r.verdict == "A" for r in recs) / 12)
     # One record by hand: the meta-judge chat rebuilt, its text cut and the prefix forced.
     from srlm.data import rubric
-    from srlm.methods.meta import META_JUDGE_TEMPLATE, render_meta
+    from srlm.methods.meta_rewarding import META_JUDGE_TEMPLATE, render_meta
 
     cands = {c.id: c for c in read_jsonl(rd.candidates(1), CandidateRecord)}
     juds = {j.id: j for j in read_jsonl(rd.judgments(1), JudgmentRecord)}

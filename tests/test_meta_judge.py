@@ -12,7 +12,7 @@ from srlm.methods import meta_rewarding
 from srlm.data import rubric
 from srlm import stages
 from srlm.run.config import Config, ConfigError, load_config, with_overrides
-from srlm.methods.meta import parse_meta_verdict, render_meta
+from srlm.methods.meta_rewarding import parse_meta_verdict, render_meta
 from srlm.run.records import (CandidateRecord, JudgePairRecord, JudgmentRecord, MetaJudgmentRecord, PairRecord,
                           read_jsonl, write_jsonl)
 from srlm.run.rundir import RunDir
@@ -211,7 +211,7 @@ def test_meta_rewarding_tiny_run(tmp_path, tiny_run_args):
 
 
 def test_soft_battle_matrix_hand_computed():
-    from srlm.methods.meta import soft_battle_matrix
+    from srlm.methods.meta_rewarding import soft_battle_matrix
 
     # (0 first, P(A)=0.9) and (1 first, P(A)=0.7): B01 = 0.9 + (1 - 0.7) = 1.2, B10 = 0.1 + 0.7 = 0.8.
     # (0, 2) has no swapped order: a lone order keeps its position bias, so it counts nowhere.

@@ -2,8 +2,8 @@
 
 A bad label in a human-preference file used to surface at evaluation time, after SFT and every
 iteration had spent their compute; `check_inputs(cfg)` finds it before any model is loaded. It
-reads every input with the stages' own loaders (data.py, rubric.py, eft_build.load_groups,
-modeling.resolve), so a check and a stage can never disagree on what is valid:
+reads every input with the stages' own loaders (data/loaders.py, data/rubric.py,
+engines/modeling.py's resolve), so a check and a stage can never disagree on what is valid:
 
     data.ift, data.eft                 seed IFT / EFT sources (paper section 3.1)
     judge.template                     {prompt} and {response} exactly once (Figure 2)
@@ -225,9 +225,6 @@ def _check_prompt_set(c: _Check, key: str, source: str, group: str) -> None:
 
 
 def _check_eft_build(c: _Check, cfg) -> None:
-    # Only when enabled: eft_build pulls in the judge and backend modules.
-    from srlm.loop import eft_build
-
     limit = cfg.eft_build.max_chars or c.limit  # max_chars: exactly the groups the build drops
     groups = empty = over = ties = 0
     for source in cfg.eft_build.sources:
@@ -235,7 +232,7 @@ def _check_eft_build(c: _Check, cfg) -> None:
         if blank is None:
             continue
         got = c.load("eft_build.sources", source,
-                     lambda s=source: eft_build.load_groups([s], cfg.eft_build.first_turn_only))
+                     lambda s=source: loaders.load_groups([s], cfg.eft_build.first_turn_only))
         if got is None:
             continue
         found, stats = got
@@ -248,12 +245,10 @@ def _check_eft_build(c: _Check, cfg) -> None:
 
 
 def _check_human_train(c: _Check, cfg) -> None:
-    # The same loader as the human_pairs stage (eft_build.load_groups), so they cannot disagree.
-    from srlm.loop import eft_build
-
+    # The same loader as the human_pairs stage (loaders.load_groups), so they cannot disagree.
     source = cfg.pairs.human_train
     if c.read_files("pairs.human_train", source) is None:
         return
-    got = c.load("pairs.human_train", source, lambda: eft_build.load_groups([source], first_turn_only=True))
+    got = c.load("pairs.human_train", source, lambda: loaders.load_groups([source], first_turn_only=True))
     if got is not None:
         c.counts["human_pairs/groups_in"] = len(got[0])

@@ -8,6 +8,9 @@ Seed data (paper section 3.1):
   (rendered through the judge template) or {messages: [user, assistant]} already rendered.
 Evaluation data: human pairwise preferences (generic JSONL, Open Assistant ranks, PandaLM
 annotators) and prompt sets (JSONL, MT-Bench question.jsonl, AlpacaEval).
+Ranked groups: a prompt with its replies best-first as humans ranked them (Open Assistant trees,
+'embedded:oasst', or pairwise files), what EFT building judges (loop/eft_build.py) and human
+preference pairs are made of (methods/dpo_human.py); checks.py reads them with load_groups too.
 """
 
 from __future__ import annotations
@@ -320,3 +323,50 @@ def load_prompts(source: str, limit: int = 0) -> list[dict]:
     if not out:
         raise InputError(f"{source}: no prompts")
     return out[:limit] if limit else out
+
+
+# --- ranked groups: a prompt and its replies as humans ranked them ----------------------------
+
+EMBEDDED_OASST = "embedded:oasst"
+
+
+@dataclass
+class RankedGroup:
+    id: str
+    prompt: str
+    replies: list[str]  # best first, as the humans ranked them
+    source: str
+
+
+def resolve_source(source: str) -> str:
+    """'embedded:oasst' -> 'oasst:<path of the shipped sample>'; anything else unchanged."""
+    if source == EMBEDDED_OASST:
+        path = importlib.resources.files("srlm.seed").joinpath("oasst", "en_100_tree.jsonl")
+        return f"oasst:{path}"
+    return source
+
+
+def load_groups(sources: list[str], first_turn_only: bool = True) -> tuple[list[RankedGroup], dict]:
+    """Ranked groups from every source, plus {'eft_build/input_ties_skipped': n, ...}: what EFT
+    building judges (loop/eft_build.py) and what human pairs are made of (methods/dpo_human.py)."""
+    groups: list[RankedGroup] = []
+    stats: Counter = Counter()
+    for si, original in enumerate(sources):
+        source = resolve_source(original)
+        if source.startswith("oasst:"):
+            for gi, (prompt, replies) in enumerate(oasst_ranked_groups(source[6:], first_turn_only)):
+                groups.append(RankedGroup(f"s{si}-oasst-{gi}", prompt, replies, original))
+        else:
+            pairs, pstats = load_human_pairs(source)
+            for key in pstats:
+                if key.startswith("skipped"):
+                    stats[f"eft_build/input_{key}"] += pstats[key]
+            for p in pairs:
+                if p.label == "tie":  # no ranking to agree with
+                    stats["eft_build/input_ties_skipped"] += 1
+                    continue
+                replies = [p.response_a, p.response_b] if p.label == "a" else [p.response_b, p.response_a]
+                groups.append(RankedGroup(f"s{si}-{p.id}", p.prompt, replies, original))
+    if not groups:
+        raise InputError(f"no ranked groups (>= 2 ranked replies) in {sources}")
+    return groups, dict(stats)

@@ -16,7 +16,7 @@ Per pair of models, head-to-head win rates with a bootstrap confidence interval 
 rate at equal length, by two judges (eval.h2h_judge): "pairwise", the pairwise prompt asked in
 both orders to cancel position bias, and "pointwise", both answers scored by the rubric judge
 (no position to be biased by).
-Per model with eval.ifeval, IFEval (srlm/ifeval.py), and from its cached scored rows with no
+Per model with eval.ifeval, IFEval (ifeval.py), and from its cached scored rows with no
 generation (ifeval_breakdown): accuracy per instruction family, the prompts held out of training
 and the trained ones apart (prompts.holdout_families), and each model minus M0 and minus M1 on
 the same prompts with a paired bootstrap interval (eval group "ifeval_delta").
@@ -583,8 +583,9 @@ def compare_pointwise(cfg, run_dir: str, x: str, y: str, label: str, judge_backe
 
 
 def ifeval_model(cfg, run_dir: str, name: str, backend) -> dict:
-    """IFEval (srlm/ifeval.py): greedy answers to its verifiable-instruction prompts, checked by
+    """IFEval (ifeval.py): greedy answers to its verifiable-instruction prompts, checked by
     lm-eval's checkers; cached in eval/ifeval_<model>.jsonl."""
+    from srlm.data import ifeval_checks
     from srlm.evaluation import ifeval
 
     out = os.path.join(run_dir, "eval", f"ifeval_{name}.jsonl")
@@ -596,10 +597,10 @@ def ifeval_model(cfg, run_dir: str, name: str, backend) -> dict:
         shutil.copyfile(m0_out, out)
         mark_done(out, info)
     if not _cached(out, info):
-        prompts = ifeval.load_prompts(cfg.eval.ifeval_size, cfg.seed)
+        prompts = ifeval_checks.load_prompts(cfg.eval.ifeval_size, cfg.seed)
         print(f"eval {name}: IFEval, {len(prompts)} prompts (greedy, up to {cfg.eval.ifeval_max_new_tokens} tokens)",
               flush=True)
-        rows = ifeval.score(ifeval.answer(backend, prompts, cfg.eval.ifeval_max_new_tokens,
+        rows = ifeval_checks.score(ifeval.answer(backend, prompts, cfg.eval.ifeval_max_new_tokens,
                                           derive_seed(cfg.seed, "ifeval")))
         write_jsonl(out, rows)
         mark_done(out, info)

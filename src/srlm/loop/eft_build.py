@@ -7,11 +7,11 @@ judgments whose scores agree with the human ranking were kept. This module does 
 1. Groups: (prompt, replies best-first) from Open Assistant trees ('oasst:PATH', first turns
    only as in the paper), 'embedded:oasst' (100 OA trees shipped in srlm/seed/oasst/,
    Apache-2.0), or a pairwise JSONL {prompt, response_a, response_b, label a|b} (a group of
-   two; ties carry no ranking and are skipped and counted).
+   two; ties carry no ranking and are skipped and counted): data/loaders.py's load_groups.
 2. Evaluation data never trains anything: a group whose prompt equals (whitespace and case
    normalised) or is a ROUGE-L near-duplicate (F1 > 0.7, as the prompt filter) of any
-   evaluation prompt is dropped; both are counted.
-3. K judgments per reply by any judge backend, in resumable chunks (srlm.parallel).
+   evaluation prompt is dropped; both are counted (data/dedup.py).
+3. K judgments per reply by any judge backend, in resumable chunks (run/parallel.py).
    Only the integer that a judgment's own `Score: N` line states is used; a reply without one
    drops its group ("unparsed").
 4. Per group, one judgment per reply with scores strictly decreasing along the human ranking:
@@ -29,81 +29,15 @@ every raw judgment, the resume unit).
 
 from __future__ import annotations
 
-import importlib.resources
 from collections import Counter
-from dataclasses import dataclass
 
-from srlm.data import loaders, rubric
+from srlm.data import dedup, loaders, rubric
+from srlm.data.loaders import RankedGroup
 from srlm.loop.judge import judge_texts
 from srlm.run.parallel import run_chunks
-from srlm.loop.prompts import NearDuplicateIndex, words
 from srlm.run.records import InputError, is_done, mark_done, marker, read_json, write_jsonl
 
-EMBEDDED_OASST = "embedded:oasst"
 DROP_REASONS = ("exact_duplicate_of_eval", "near_duplicate_of_eval", "too_long", "unparsed", "disagrees")
-
-
-@dataclass
-class RankedGroup:
-    id: str
-    prompt: str
-    replies: list[str]  # best first, as the humans ranked them
-    source: str
-
-
-def resolve_source(source: str) -> str:
-    """'embedded:oasst' -> 'oasst:<path of the shipped sample>'; anything else unchanged."""
-    if source == EMBEDDED_OASST:
-        path = importlib.resources.files("srlm.seed").joinpath("oasst", "en_100_tree.jsonl")
-        return f"oasst:{path}"
-    return source
-
-
-def load_groups(sources: list[str], first_turn_only: bool = True) -> tuple[list[RankedGroup], dict]:
-    """Ranked groups from every source, plus {'eft_build/input_ties_skipped': n, ...}."""
-    groups: list[RankedGroup] = []
-    stats: Counter = Counter()
-    for si, original in enumerate(sources):
-        source = resolve_source(original)
-        if source.startswith("oasst:"):
-            for gi, (prompt, replies) in enumerate(loaders.oasst_ranked_groups(source[6:], first_turn_only)):
-                groups.append(RankedGroup(f"s{si}-oasst-{gi}", prompt, replies, original))
-        else:
-            pairs, pstats = loaders.load_human_pairs(source)
-            for key in pstats:
-                if key.startswith("skipped"):
-                    stats[f"eft_build/input_{key}"] += pstats[key]
-            for p in pairs:
-                if p.label == "tie":  # no ranking to agree with
-                    stats["eft_build/input_ties_skipped"] += 1
-                    continue
-                replies = [p.response_a, p.response_b] if p.label == "a" else [p.response_b, p.response_a]
-                groups.append(RankedGroup(f"s{si}-{p.id}", p.prompt, replies, original))
-    if not groups:
-        raise InputError(f"no ranked groups (>= 2 ranked replies) in {sources}")
-    return groups, dict(stats)
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def dedup_against_eval(groups: list[RankedGroup], eval_prompts: list[str],
-                       threshold: float = 0.7) -> tuple[list[RankedGroup], Counter]:
-    """Drop groups whose prompt is an exact or ROUGE-L near-duplicate of an evaluation prompt."""
-    exact = {_normalise(p) for p in eval_prompts}
-    index = NearDuplicateIndex(threshold)
-    for p in eval_prompts:
-        index.add(words(p))
-    kept, dropped = [], Counter()
-    for g in groups:
-        if _normalise(g.prompt) in exact:
-            dropped["exact_duplicate_of_eval"] += 1
-        elif index.is_near_duplicate(words(g.prompt)):
-            dropped["near_duplicate_of_eval"] += 1
-        else:
-            kept.append(g)
-    return kept, dropped
 
 
 def line_score(text: str) -> tuple[str, int | None]:
@@ -141,7 +75,7 @@ def build(groups: list[RankedGroup], judge_backend, template: str, k: int, judge
     if is_done(out_path):
         return read_json(marker(out_path))
     dropped: Counter = Counter({r: 0 for r in DROP_REASONS})
-    todo, dup = dedup_against_eval(groups, eval_prompts, near_duplicate_threshold)
+    todo, dup = dedup.dedup_against_eval(groups, eval_prompts, near_duplicate_threshold, prompt=lambda g: g.prompt)
     dropped.update(dup)
     if max_chars:
         fits = [g for g in todo if len(g.prompt) + max(map(len, g.replies)) <= max_chars]
@@ -217,21 +151,10 @@ def build(groups: list[RankedGroup], judge_backend, template: str, k: int, judge
 
 
 
-def eval_prompts(cfg) -> list[str]:
-    """Every prompt evaluation uses: the eval prompt set and every human-preference file."""
-    prompts = [p["prompt"] for p in loaders.load_prompts(cfg.eval.prompts)]
-    for source in cfg.eval.human_prefs:
-        if source == "embedded:human_prefs":
-            source = loaders.source_files(source)[0]
-        pairs, _ = loaders.load_human_pairs(source)
-        prompts += [p.prompt for p in pairs]
-    return prompts
-
-
 def run_stage(cfg, rd, backend) -> dict:
     """The eft_build stage of the pipeline (stages.py): sources and judge from cfg.eft_build."""
-    groups, load_stats = load_groups(cfg.eft_build.sources, cfg.eft_build.first_turn_only)
+    groups, load_stats = loaders.load_groups(cfg.eft_build.sources, cfg.eft_build.first_turn_only)
     stats = build(groups, backend, rubric.load_template(cfg.judge.template), cfg.eft_build.k, cfg.judge, cfg.seed,
-                  eval_prompts(cfg), rd.eft_built, cfg.eft_build.near_duplicate_threshold, cfg.eft_build.max_chars,
+                  dedup.eval_prompts(cfg), rd.eft_built, cfg.eft_build.near_duplicate_threshold, cfg.eft_build.max_chars,
                   cfg.eft_build.chunk_size)
     return dict(load_stats) | stats

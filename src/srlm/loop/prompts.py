@@ -3,11 +3,12 @@
 Each request shows the model `few_shot` (paper: 8) seed prompts and asks for one new task.
 Generated prompts are filtered as Self-Instruct does: too short or too long, degenerate
 (repetitive) text, and prompts whose ROUGE-L F1 (rouge_score's scorer, no stemming, as
-Self-Instruct) with any seed or already kept prompt exceeds the threshold (0.7) are dropped, each
-drop counted by reason in metrics.json.
+Self-Instruct; data/dedup.py) with any seed or already kept prompt exceeds the threshold (0.7)
+are dropped, each drop counted by reason in metrics.json.
 prompts.source=seed draws the seed IFT prompts instead (no model). With prompts.verifiable_max
-each prompt then carries 1-3 verifiable instructions (srlm/verifier.py) after base prompts that
-duplicate an evaluation prompt (IFEval's, eval.prompts, eval.human_prefs) are dropped.
+each prompt then carries 1-3 verifiable instructions (verifier.py) after base prompts that
+duplicate an evaluation prompt (IFEval's, eval.prompts, eval.human_prefs; data/dedup.py) are
+dropped.
 Output: DIR/iter_<t>/prompts.jsonl of PromptRecord.
 """
 
@@ -17,9 +18,8 @@ import random
 import re
 from collections import Counter
 
-from rouge_score import rouge_scorer, tokenizers
-
-from srlm.data import loaders
+from srlm.data import dedup, ifeval_checks, loaders
+from srlm.data.dedup import NearDuplicateIndex, words
 from srlm.engines.backends import Backend, SamplingParams
 from srlm.run.parallel import barrier, derive_seed, is_main
 from srlm.run.records import InputError, PromptRecord, append_jsonl, read_jsonl, read_partial, write_jsonl
@@ -29,61 +29,6 @@ INSTRUCTION = (
     "Write one new request that a user might send. Make it different from the examples in topic "
     "and wording, specific, and answerable in a few paragraphs. Reply with the request only."
 )
-_WORD = re.compile(r"\w+")
-# Self-Instruct's filter: rouge_score's ROUGE-L F-measure, no stemming, on its own tokenizer
-# (lower-case, every non-[a-z0-9] character a separator), so 0.7 means what it means there.
-_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-_TOKENIZER = tokenizers.DefaultTokenizer(use_stemmer=False)
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens for the length and repetition filters."""
-    return _WORD.findall(text.lower())
-
-
-def _text(x: str | list[str]) -> str:
-    # Token lists are joined with spaces: rouge_score re-tokenizes them to the text's own tokens,
-    # since words() drops only characters that rouge_score also treats as separators.
-    return x if isinstance(x, str) else " ".join(x)
-
-
-def rouge_tokens(text: str | list[str]) -> list[str]:
-    """The tokens rouge_score scores: lower-cased, non-alphanumerics to spaces."""
-    return _TOKENIZER.tokenize(_text(text))
-
-
-def rouge_l(a: str | list[str], b: str | list[str]) -> float:
-    """ROUGE-L F1 of two texts (or token lists from words()/rouge_tokens()), as rouge_score
-    computes it; 0 when either has no alphanumeric token."""
-    return _SCORER.score(_text(a), _text(b))["rougeL"].fmeasure
-
-
-class NearDuplicateIndex:
-    """Is a text's ROUGE-L F1 with any added text above the threshold (Self-Instruct: > 0.7)?
-    A cheap bound on rouge_score's own tokens skips the quadratic LCS for almost every pair:
-    LCS <= shared unigrams (multiset), so F1 = 2 LCS / (|a| + |b|) <= 2 shared / (|a| + |b|).
-    Texts may be given as strings or as token lists from words() or rouge_tokens()."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self.items: list[tuple[str, int, Counter]] = []
-
-    def add(self, text: str | list[str]) -> None:
-        toks = rouge_tokens(text)
-        self.items.append((" ".join(toks), len(toks), Counter(toks)))
-
-    def is_near_duplicate(self, text: str | list[str]) -> bool:
-        toks = rouge_tokens(text)
-        joined, c = " ".join(toks), Counter(toks)
-        for other, n, oc in self.items:
-            shared = sum((c & oc).values())
-            if shared == 0:
-                continue
-            if 2 * shared / (len(toks) + n) > self.threshold and rouge_l(joined, other) > self.threshold:
-                return True
-        return False
-
-
 # Openers of an answer, not a request: a small model asked for a new task often replies to
 # the examples instead (seen in 10 of 24 prompts of a default run before this filter).
 NOT_A_REQUEST = re.compile(
@@ -151,17 +96,8 @@ def run(cfg, rd, t: int, backend: Backend | None) -> dict:
 def without_eval_duplicates(cfg, texts: list[str]) -> tuple[list[str], Counter]:
     """Training prompts minus exact and ROUGE-L near-duplicates (prompts.rouge_threshold) of every
     evaluation prompt: IFEval's 541, eval.prompts and the human-preference files."""
-    from srlm.loop import eft_build
-    from srlm.evaluation import ifeval
-
-    held = [p["prompt"] for p in ifeval.load_prompts()] + eft_build.eval_prompts(cfg)
-    kept, dropped = eft_build.dedup_against_eval([_Text(x) for x in texts], held, cfg.prompts.rouge_threshold)
-    return [k.prompt for k in kept], dropped
-
-
-class _Text:
-    def __init__(self, prompt: str):
-        self.prompt = prompt
+    held = [p["prompt"] for p in ifeval_checks.load_prompts()] + dedup.eval_prompts(cfg)
+    return dedup.dedup_against_eval(texts, held, cfg.prompts.rouge_threshold)
 
 
 def _from_seed(cfg, out: str, t: int) -> dict:

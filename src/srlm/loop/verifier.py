@@ -5,7 +5,7 @@ size. Each training prompt gets 1-3 instructions of IFEval's kinds ("answer in a
 "use no commas", "end with the phrase ..."), drawn from lm-evaluation-harness's IFEval
 instruction registry with seeded arguments and never two that the registry's conflict table
 forbids together. A candidate's reward is the fraction of its prompt's instructions it follows
-under IFEval's strict reading, checked by the same checkers that score IFEval (srlm/ifeval.py).
+under IFEval's strict reading, checked by the same checkers that score IFEval (data/ifeval_checks.py).
 
 IFEval's own 541 prompts never train anything: base prompts whose text equals one of them, or is
 a near-duplicate by ROUGE-L (Self-Instruct's filter, as EFT building uses), are dropped first.
@@ -25,9 +25,9 @@ HALF = "half"  # prompts.holdout_families: [half] holds out a seeded half of the
 
 @functools.cache
 def _registry():
-    from srlm.evaluation import ifeval
+    from srlm.data import ifeval_checks
 
-    ifeval._checkers()  # imports lm-eval's IFEval module offline (NLTK data, seeded langdetect)
+    ifeval_checks._checkers()  # imports lm-eval's IFEval module offline (NLTK data, seeded langdetect)
     from lm_eval.tasks.ifeval import instructions_registry
 
     return instructions_registry
@@ -130,12 +130,12 @@ def attach(base: str, rng: random.Random, k: int, allowed: list[str]) -> tuple[s
 
 def check(items: list[tuple[str, str, list[str], list[dict], str]]) -> list[list[bool]]:
     """Strict per-instruction verdicts of (key, prompt, instruction ids, kwargs, response) items,
-    through IFEval's checking (srlm.ifeval.score; seeded per key as evaluation is)."""
-    from srlm.evaluation import ifeval
+    through IFEval's checking (ifeval_checks.score; seeded per key as evaluation is)."""
+    from srlm.data import ifeval_checks
 
     rows = [{"key": key, "prompt": prompt, "instruction_id_list": ids, "kwargs": kw, "response": resp}
             for key, prompt, ids, kw, resp in items]
-    return [r["strict_follow"] for r in ifeval.score(rows)]
+    return [r["strict_follow"] for r in ifeval_checks.score(rows)]
 
 
 def reward(follow: list[bool]) -> float:

@@ -17,7 +17,7 @@ rankings, by cream.reward:
 Then:
 - cream_pairs: highest vs lowest current reward (pairs.build_pairs; score_chosen/rejected hold
   that reward), each with a `confidence`: per prompt, the consistency C = (Kendall tau-b + 1) / 2
-  of the two rankings (consistency.prompt_consistency, candidates aligned by id; prompts the
+  of the two rankings (prompt_consistency below, candidates aligned by id; prompts the
   previous model left without a ranking are counted and left out, never shifted);
   cream.consistency=dataset gives every pair the iteration's mean C (Algorithm 1, the code's
   consistency_avg), =prompt its own prompt's C (the code's consistency_dyn), the mean where
@@ -27,22 +27,98 @@ Then:
   L = C * -log sigmoid(beta D) + (1 - C) * -log sigmoid(-beta D) (weighted_dpo.py).
 Metrics: cream/consistency_mean (the paper reports it rising over the iterations),
 cream_rewards/* or judge_prev/* (as judge/*).
+
+The consistency rate itself, pure functions: Kendall's tau mapped to [0, 1], C = (tau + 1) / 2,
+per prompt of the two reward sets; the data-set mean weights how much to trust the current
+labels. Candidates are aligned by candidate id, never by row position (CREAM's released code
+pairs rows by position, which shifts every later prompt once one is skipped).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from scipy.stats import kendalltau
 
 from srlm.engines.backends import Backend
-from srlm.methods.consistency import group_by_prompt, prompt_consistency
 from srlm.loop.judge import judge_candidates, summarize
 from srlm.loop.pairs import build_pairs, candidate_scores
 from srlm.run.parallel import is_main
 from srlm.engines.modeling import ModelRef, load_model, load_tokenizer, set_threads
 from srlm.run.records import CandidateRecord, ImplicitRewardRecord, JudgmentRecord, PairRecord, read_jsonl, write_jsonl
 
+
+# -- the consistency rate -----------------------------------------------------------------------
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b (ties handled). None when it is undefined: fewer than two items, or one
+    side all tied (no ranking to agree with); such prompts are excluded from means."""
+    if len(x) != len(y):
+        raise ValueError(f"length mismatch: {len(x)} vs {len(y)}")
+    if len(x) < 2 or len(set(x)) == 1 or len(set(y)) == 1:
+        return None
+    return float(kendalltau(x, y, variant="b").statistic)
+
+
+def consistency(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """CREAM's consistency rate (tau + 1) / 2 in [0, 1]; None when tau is undefined."""
+    tau = kendall_tau(x, y)
+    return None if tau is None else (tau + 1) / 2
+
+
+@dataclass
+class ConsistencyReport:
+    per_prompt: dict[str, float] = field(default_factory=dict)  # prompt_id -> consistency
+    mean: float | None = None  # over prompts with a defined value
+    prompts_missing: int = 0  # prompts present on one side only
+    candidates_missing: int = 0  # candidates present on one side only (left out, others kept)
+    prompts_too_few: int = 0  # fewer than 2 shared candidates
+    prompts_all_tied: int = 0  # one side gives all shared candidates the same reward
+
+    def metrics(self) -> dict[str, Any]:
+        return {"consistency/mean": self.mean, "consistency/prompts": len(self.per_prompt),
+                "consistency/prompts_missing": self.prompts_missing,
+                "consistency/candidates_missing": self.candidates_missing,
+                "consistency/prompts_too_few": self.prompts_too_few,
+                "consistency/prompts_all_tied": self.prompts_all_tied}
+
+
+def group_by_prompt(rewards: Mapping[str, float], prompt_of: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """candidate_id -> reward  to  prompt_id -> {candidate_id -> reward}."""
+    out: dict[str, dict[str, float]] = {}
+    for cid, r in rewards.items():
+        out.setdefault(prompt_of[cid], {})[cid] = r
+    return out
+
+
+def prompt_consistency(current: Mapping[str, Mapping[str, float]],
+                       previous: Mapping[str, Mapping[str, float]]) -> ConsistencyReport:
+    """Per-prompt CREAM consistency of two reward sets, each prompt_id -> {candidate_id -> reward},
+    aligned by candidate id. A prompt on one side only, or a candidate on one side only, is
+    left out and counted; everything else is compared as if it were not there."""
+    rep = ConsistencyReport()
+    rep.prompts_missing = len(set(current) ^ set(previous))
+    for pid in sorted(set(current) & set(previous)):
+        cur, prev = current[pid], previous[pid]
+        shared = sorted(set(cur) & set(prev))
+        rep.candidates_missing += len(set(cur) ^ set(prev))
+        if len(shared) < 2:
+            rep.prompts_too_few += 1
+            continue
+        c = consistency([cur[k] for k in shared], [prev[k] for k in shared])
+        if c is None:
+            rep.prompts_all_tied += 1
+            continue
+        rep.per_prompt[pid] = c
+    rep.mean = statistics.fmean(rep.per_prompt.values()) if rep.per_prompt else None
+    return rep
+
+
+# -- the stages ---------------------------------------------------------------------------------
 
 def previous_model_name(t: int) -> str:
     """The model whose ranking iteration t is checked against: M0 for t = 1, else M_{t-1}."""

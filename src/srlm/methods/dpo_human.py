@@ -7,9 +7,9 @@ The pairs stage of its single iteration reads pairs.human_train:
   ties carry no preference and are skipped (counted);
 - 'oasst:PATH' or 'embedded:oasst': Open Assistant ranked replies of each first-turn prompt, the
   best-ranked reply chosen and the worst-ranked rejected (one pair per prompt, the widest gap).
-Groups are read with eft_build.load_groups, and every prompt that duplicates an evaluation prompt
-(exactly, or ROUGE-L F1 above eft_build.near_duplicate_threshold) is dropped first
-(eft_build.dedup_against_eval): evaluation data never trains anything. pairs.max_human_train
+Groups are read with data/loaders.py's load_groups (as EFT building reads them), and every prompt
+that duplicates an evaluation prompt (exactly, or ROUGE-L F1 above eft_build.near_duplicate_threshold)
+is dropped first (data/dedup.py): evaluation data never trains anything. pairs.max_human_train
 keeps a seeded subset.
 Output: DIR/iter_<t>/pairs.jsonl of PairRecord (no judge scores), then the dpo stage as usual.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from srlm.loop import eft_build
+from srlm.data import dedup, loaders
 from srlm.run.parallel import derive_seed, is_main
 from srlm.run.records import InputError, PairRecord, write_jsonl
 
@@ -26,9 +26,9 @@ from srlm.run.records import InputError, PairRecord, write_jsonl
 def build(cfg) -> tuple[list[PairRecord], dict]:
     """(pairs, human_pairs/* stats) from cfg.pairs.human_train."""
     source = cfg.pairs.human_train
-    groups, load_stats = eft_build.load_groups([source], first_turn_only=True)
-    kept, dropped = eft_build.dedup_against_eval(groups, eft_build.eval_prompts(cfg),
-                                                 cfg.eft_build.near_duplicate_threshold)
+    groups, load_stats = loaders.load_groups([source], first_turn_only=True)
+    kept, dropped = dedup.dedup_against_eval(groups, dedup.eval_prompts(cfg), cfg.eft_build.near_duplicate_threshold,
+                                             prompt=lambda g: g.prompt)
     limit = cfg.pairs.max_human_train
     if limit and len(kept) > limit:
         chosen = random.Random(derive_seed(cfg.seed, "human_pairs")).sample(range(len(kept)), limit)

@@ -29,6 +29,7 @@ import os
 import random
 from collections.abc import Sequence
 
+from srlm.data import dedup, loaders
 from srlm.run import progress
 from srlm.run.faults import TrainerFaults
 from srlm.run.parallel import barrier, derive_seed, is_main
@@ -69,14 +70,8 @@ def rl_prompts(cfg, pairs: Sequence[PairRecord]) -> list[str]:
     if cfg.rlhf.prompts == "pairs":
         prompts = [p.prompt for p in pairs]
     else:
-        from srlm.data import loaders
-        from srlm.loop import eft_build
-
-        groups = [eft_build.RankedGroup(id=str(i), prompt=ex.prompt, replies=[], source="ift")
-                  for i, ex in enumerate(loaders.load_ift(cfg.data.ift, cfg.data.max_ift))]
-        kept, _ = eft_build.dedup_against_eval(groups, eft_build.eval_prompts(cfg),
-                                               cfg.eft_build.near_duplicate_threshold)
-        prompts = [g.prompt for g in kept]
+        ift = [ex.prompt for ex in loaders.load_ift(cfg.data.ift, cfg.data.max_ift)]
+        prompts, _ = dedup.dedup_against_eval(ift, dedup.eval_prompts(cfg), cfg.eft_build.near_duplicate_threshold)
     prompts = list(dict.fromkeys(prompts))
     limit = cfg.rlhf.max_prompts
     if limit and len(prompts) > limit:

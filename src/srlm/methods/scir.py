@@ -1,7 +1,7 @@
 """SCIR's cheap variant (after Zhou et al. 2025, arXiv:2502.08922, "Self-Consistency of the
 Internal Reward Models"): a self-rewarding model holds two reward models, the generative rubric
 judge and the DPO implicit reward r(x, y) = beta * (log pi_t(y|x) - log pi_ref(y|x)); a pair
-is kept only when both order it the same way (consistency.scir_filter).
+is kept only when both order it the same way (scir_filter).
 
 This is NOT the paper's method, which also trains the two reward models towards agreement with
 a consistency loss inside DPO; it is the filter that loss is built on. Iteration t (method:
@@ -20,16 +20,57 @@ scir/agreement_rate, the share of judged pairs both rewards order the same way.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
-from srlm.methods.consistency import scir_filter
 from srlm.engines.modeling import ModelRef, load_model
 from srlm.loop.pairs import build_pairs, candidate_scores
 from srlm.run.parallel import is_main
 from srlm.run.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl, write_jsonl
 from srlm.engines.training import cpu_log_probs, load_for_training, trainer_kwargs
 
+
+def scir_agree(judge_margin: float, implicit_margin: float) -> bool:
+    """True when both margins (reward of chosen minus reward of rejected) have the same strict
+    sign: the two internal reward models order the pair the same way. A zero margin orders
+    nothing and never agrees."""
+    return (judge_margin > 0 and implicit_margin > 0) or (judge_margin < 0 and implicit_margin < 0)
+
+
+def _get(p: Any, name: str) -> Any:
+    return p[name] if isinstance(p, Mapping) else getattr(p, name)
+
+
+def scir_filter(pairs: Iterable[Any], implicit_margins: Mapping[str, float]) -> tuple[list[Any], dict[str, Any]]:
+    """SCIR's cheap filter variant (not the paper's full method, which also trains the two
+    reward models towards consistency): keep a pair only when the judge's score margin
+    score_chosen - score_rejected and the DPO implicit-reward margin agree that chosen is
+    better. `implicit_margins` maps pair id -> beta * (log-ratio(chosen) - log-ratio(rejected))
+    under the current policy and its reference. Pairs (PairRecord or dict) come back unchanged.
+    Stats: kept, disagree, no_judge_margin (judge does not prefer chosen, or has no scores),
+    missing_implicit (no implicit margin given), agreement_rate = agree / compared."""
+    kept = []
+    stats = {"pairs": 0, "kept": 0, "disagree": 0, "no_judge_margin": 0, "missing_implicit": 0}
+    for p in pairs:
+        stats["pairs"] += 1
+        sc, sr = _get(p, "score_chosen"), _get(p, "score_rejected")
+        if sc is None or sr is None or sc - sr <= 0:
+            stats["no_judge_margin"] += 1
+            continue
+        pid = _get(p, "id")
+        if pid not in implicit_margins:
+            stats["missing_implicit"] += 1
+            continue
+        if scir_agree(sc - sr, implicit_margins[pid]):
+            kept.append(p)
+        else:
+            stats["disagree"] += 1
+    stats["kept"] = len(kept)
+    compared = stats["kept"] + stats["disagree"]
+    stats["agreement_rate"] = stats["kept"] / compared if compared else None
+    return kept, stats
 
 def implicit_margins(cfg, policy: ModelRef, reference: ModelRef, pairs: list[PairRecord], work_dir: str) -> list[float]:
     """beta * (policy-vs-reference log-ratio of chosen - that of rejected), one per pair, in order."""

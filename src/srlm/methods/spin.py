@@ -6,7 +6,7 @@ Iteration t (method: spin), two stages of their own in the table (stages.py):
   not only the data.max_ift used in SFT), the same subset every iteration as the paper reuses
   its prompts -> DIR/iter_<t>/prompts.jsonl (PromptRecord, source "seed", id t<t>-seed<IFT index>).
 - sample: M_t answers them (the ordinary sample stage).
-- spin_pairs: chosen = the seed's gold answer, rejected = M_t's sample (pairs.spin_pairs), the
+- spin_pairs: chosen = the seed's gold answer, rejected = M_t's sample (spin_pairs below), the
   first spin.samples_per_prompt samples of each prompt (paper: one); plus the SPIN pairs of the
   spin.replay earlier iterations (paper: iteration t trains on t's and t-1's data)
   -> DIR/iter_<t>/pairs.jsonl (PairRecord fields + kind "spin" + lag, 0 = this iteration's).
@@ -17,9 +17,11 @@ Iteration t (method: spin), two stages of their own in the table (stages.py):
 from __future__ import annotations
 
 import random
+from collections import defaultdict
+from collections.abc import Sequence
 
 from srlm.data import loaders
-from srlm.loop.pairs import spin_pairs
+from srlm.loop.pairs import pair_dict
 from srlm.run.parallel import derive_seed, is_main
 from srlm.run.records import CandidateRecord, InputError, PromptRecord, read_jsonl, write_jsonl
 
@@ -66,6 +68,39 @@ def gold_for(prompts: list[PromptRecord], ift: list) -> list[tuple[str, str, str
 def replay_sources(cfg, rd, t: int) -> list[tuple[int, str]]:
     """(lag, pairs file) of the earlier iterations whose own SPIN pairs iteration t adds."""
     return [(lag, rd.pairs(t - lag)) for lag in range(1, cfg.spin.replay + 1) if t - lag >= 1]
+
+
+def spin_pairs(prompts_with_gold: Sequence[tuple[str, str, str]], samples: list[CandidateRecord]):
+    """SPIN (Chen et al. 2024, arXiv:2401.01335): chosen = the gold (seed) response, rejected =
+    the model's own sample for the same prompt. `prompts_with_gold` holds (prompt_id, prompt,
+    gold); every sample of a prompt gives one pair (the paper draws one per prompt), id
+    "<prompt_id>-spin-c<sample index>". A sample equal to the gold text (after strip) teaches
+    nothing and is dropped. Returns dicts: PairRecord's fields (scores None) + kind="spin".
+    Stats: dropped_no_sample (prompts), dropped_same_as_gold, unknown_prompt (samples)."""
+    gold: dict[str, tuple[str, str]] = {}
+    for pid, prompt, answer in prompts_with_gold:
+        if pid in gold:
+            raise ValueError(f"spin_pairs: duplicate prompt id {pid}")
+        gold[pid] = (prompt, answer)
+    by_prompt: dict[str, list[CandidateRecord]] = defaultdict(list)
+    for s in samples:
+        by_prompt[s.prompt_id].append(s)
+    pairs = []
+    stats = {"prompts": len(gold), "dropped_no_sample": 0, "dropped_same_as_gold": 0,
+             "unknown_prompt": sum(len(v) for k, v in by_prompt.items() if k not in gold)}
+    for pid in sorted(gold):
+        prompt, answer = gold[pid]
+        if not by_prompt.get(pid):
+            stats["dropped_no_sample"] += 1
+            continue
+        for s in sorted(by_prompt[pid], key=lambda c: c.index):
+            if s.response.strip() == answer.strip():
+                stats["dropped_same_as_gold"] += 1
+                continue
+            pairs.append(pair_dict(f"{pid}-spin-c{s.index}", pid, prompt, f"{pid}-gold", answer, None,
+                                    s.id, s.response, None, kind="spin"))
+    stats["kept"] = len(pairs)
+    return pairs, stats
 
 
 def run_pairs(cfg, rd, t: int) -> dict:
