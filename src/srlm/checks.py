@@ -10,7 +10,7 @@ engines/modeling.py's resolve), so a check and a stage can never disagree on wha
     eval.human_prefs, eval.prompts     labels a/b/tie, PandaLM annotator votes 0/1/2, prompt sets
     prompts.file                       when prompts.source=file
     eft_build.sources, eft_build.judge when eft_build.enabled
-    pairs.human_train                  when method=dpo_human or rlhf (ranked groups or labelled pairs)
+    pairs.human_train                  when the run has the human_pairs stage (methods dpo_human, rlhf)
     model.name_or_path, prompts.model, eval.judge, judge.model
                                        a local model or GGUF file exists, the embedded model's
                                        package is installed; a Hub id or openai: judge is taken
@@ -138,7 +138,9 @@ def check_inputs(cfg) -> dict:
         _check_prompt_set(c, "prompts.file", cfg.prompts.file, "prompts/file")
     if cfg.eft_build.enabled:
         _check_eft_build(c, cfg)
-    if cfg.method in ("dpo_human", "rlhf") and cfg.pairs.human_train:
+    from srlm.stages import BY_NAME, runs
+
+    if runs(BY_NAME["human_pairs"], cfg) and cfg.pairs.human_train:  # methods dpo_human and rlhf
         _check_human_train(c, cfg)
     if c.problems:
         n = len(c.problems)

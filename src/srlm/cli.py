@@ -170,7 +170,7 @@ def _dispatch(args) -> int:
         return 0
 
     from srlm import pipeline
-    from srlm.stages import BY_NAME
+    from srlm.stages import BY_NAME, runs
 
     if args.command == "run":
         cfg = load_config(args.config, args.overrides)
@@ -187,9 +187,9 @@ def _dispatch(args) -> int:
     if stage_name in BY_NAME:
         stage = BY_NAME[stage_name]
         cfg, overrides, new = _config_for_dir(args.run_dir, args.config, args.overrides)
-        if not stage.enabled(cfg) or (stage.per_iteration and not stage.in_iteration(cfg, args.iteration)):
+        if not runs(stage, cfg) or (stage.per_iteration and not stage.in_iteration(cfg, args.iteration)):
             # e.g. `srlm judge-prev` on a self-rewarding run: its output would feed nothing.
-            where = f" in iteration {args.iteration}" if stage.per_iteration and stage.enabled(cfg) else ""
+            where = f" in iteration {args.iteration}" if stage.per_iteration and runs(stage, cfg) else ""
             print(f"srlm {args.command}: this run (method {cfg.method}) has no {stage.name} stage{where}; "
                   f"`srlm {args.command} --help` says when it runs", file=sys.stderr)
             return 2

@@ -241,7 +241,7 @@ def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, v
             _, ran = run_stage(stage, cfg, rd, t, backends)
             progress.finish_stage(stage.name)
             ran_any |= ran
-            if stage.name in ("sft", "dpo", "rl"):  # each makes a model: M1, or M_{t+1} (rl: method rlhf)
+            if stage.makes_model:  # M1 (sft), or M_{t+1} (dpo, or a method's row in its place such as rl)
                 backends.close()
                 if do_eval:
                     from srlm.evaluation import evaluate as ev

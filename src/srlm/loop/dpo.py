@@ -9,7 +9,7 @@ When any pair carries a `confidence` (CREAM's consistency, or a user's own colum
 uses the confidence-weighted loss of weighted_dpo.py (pairs without one count as 1.0); otherwise
 TRL's DPOTrainer as it is.
 In Meta-Rewarding's judge-training iterations the set also holds iter_<t>/judge_pairs.jsonl
-(meta_judge.py). Output: DIR/models/M<t+1> (merged), DIR/iter_<t>/dpo_log.json.
+(methods/meta_rewarding.py; the stage table passes it). Output: DIR/models/M<t+1> (merged), DIR/iter_<t>/dpo_log.json.
 """
 
 from __future__ import annotations
@@ -73,16 +73,15 @@ def train(cfg, model, tok, pairs: list[PairRecord], ckpt: str):
     return trainer
 
 
-def run(cfg, rd, t: int) -> dict:
+def run(cfg, rd, t: int, judge_pairs: str | None = None) -> dict:
+    """The dpo stage. judge_pairs: a file of judge pairs trained on in the same DPO set as the
+    actor pairs (Meta-Rewarding's iter_<t>/judge_pairs.jsonl, which the stage table passes in
+    the iterations where the judge trains)."""
     model_dir = rd.model(t + 1)
     pairs = read_jsonl(rd.pairs(t), PairRecord)
-    # Meta-Rewarding: the judge trains too, on judge pairs beside the actor pairs (one DPO set).
-    from srlm.methods import meta_rewarding
-
-    judge_pairs = meta_rewarding.dpo_pairs(cfg, rd, t)
-    mix = ({"dpo/actor_pairs": len(pairs), "dpo/judge_pairs": len(judge_pairs)}
-           if meta_rewarding.trains_judge(cfg, t) else {})
-    pairs = pairs + judge_pairs
+    judge = read_jsonl(judge_pairs, PairRecord) if judge_pairs else []
+    mix = {"dpo/actor_pairs": len(pairs), "dpo/judge_pairs": len(judge)} if judge_pairs else {}
+    pairs = pairs + judge
     start = start_model(cfg, rd, t)
     model, tok = load_for_training(cfg, start)
     if not pairs:

@@ -35,7 +35,8 @@ The two stages of iteration t (the second half), in the iterations meta.judge_it
   Pairs whose chosen judgment is longer than meta.max_chosen_words are dropped, and judge pairs
   are capped at meta.judge_pair_fraction of the DPO set.
   Output: DIR/iter_<t>/judge_pairs.jsonl of JudgePairRecord.
-The dpo stage trains on pairs.jsonl plus judge_pairs.jsonl (dpo_pairs below).
+The dpo stage trains on pairs.jsonl plus judge_pairs.jsonl in those iterations (its row in
+srlm/stages.py passes the file).
 Meta-Rewarding's length control of the actor pairs (pairs.rho) is the loop's, in loop/pairs.py:
 any method may use it.
 """
@@ -61,7 +62,6 @@ from srlm.run.records import (
     JudgePairRecord,
     JudgmentRecord,
     MetaJudgmentRecord,
-    PairRecord,
     read_jsonl,
     write_jsonl,
 )
@@ -522,8 +522,3 @@ def run_pairs(cfg, rd, t: int) -> dict:
         "meta/chosen_words": statistics.fmean(p.chosen_words for p in kept) if kept else None,
         "meta/rejected_words": statistics.fmean(p.rejected_words for p in kept) if kept else None,
     }
-
-
-def dpo_pairs(cfg, rd, t: int) -> list[PairRecord]:
-    """The judge pairs the dpo stage of iteration t trains on besides the actor pairs."""
-    return read_jsonl(rd.judge_pairs(t), PairRecord) if trains_judge(cfg, t) else []
