@@ -20,11 +20,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from srlm.data import loaders
-from srlm.loop import sft  # noqa: E402
+from srlm.data import loaders  # noqa: E402
 from srlm.engines.backends.hf import HFBackend  # noqa: E402
-from srlm.run.config import EMBEDDED_EVAL_PROMPTS, EMBEDDED_IFT, EMBEDDED_MODEL  # noqa: E402
 from srlm.engines.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
+from srlm.loop import sft  # noqa: E402
+from srlm.run.config import EMBEDDED_EVAL_PROMPTS, EMBEDDED_IFT, EMBEDDED_MODEL  # noqa: E402
 from srlm.run.records import mark_done  # noqa: E402
 
 DEMO_M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1")

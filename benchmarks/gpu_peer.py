@@ -139,9 +139,9 @@ def cmd_generate(args) -> int:
     from srlm.data import rubric
     from srlm.engines.backends import make_backend
     from srlm.engines.backends.base import SamplingParams
-    from srlm.run.config import load_config, packaged_config
-    from srlm.loop.judge import judge_texts
     from srlm.engines.modeling import ModelRef
+    from srlm.loop.judge import judge_texts
+    from srlm.run.config import load_config, packaged_config
 
     cfg = load_config(packaged_config("default"), args.overrides)
     out = tempfile.mkdtemp(prefix="srlm-gpu-peer-")
@@ -237,9 +237,9 @@ def cmd_dpo(args) -> int:
     from bench_dpo import make_pairs
     from common import table
 
+    from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
     from srlm.loop import dpo
     from srlm.run.config import load_config, packaged_config
-    from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
     from srlm.run.records import PairRecord
 
     base = load_config(packaged_config("default"), ["dpo.epochs=1", *args.overrides])

@@ -25,10 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from srlm.data import ifeval_checks  # noqa: E402
-from srlm.evaluation import ifeval  # noqa: E402
 from srlm.engines.backends.hf import HFBackend  # noqa: E402
-from srlm.run.config import EMBEDDED_MODEL  # noqa: E402
 from srlm.engines.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
+from srlm.evaluation import ifeval  # noqa: E402
+from srlm.run.config import EMBEDDED_MODEL  # noqa: E402
 from srlm.run.records import append_jsonl, read_jsonl, write_json, write_jsonl  # noqa: E402
 
 CARD_SCORE = 29.9  # SmolLM2-135M-Instruct model card, "IFEval (Average prompt/inst)"

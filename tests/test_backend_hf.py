@@ -90,8 +90,8 @@ def test_judge_scores_agree_with_naive_path(tiny_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from srlm.data import rubric
-    from srlm.run.config import JudgeConfig, load_config
     from srlm.loop.judge import judge_texts
+    from srlm.run.config import JudgeConfig, load_config
 
     m1 = os.path.join(tiny_run, "models", "M1")
     cfg = load_config(os.path.join(tiny_run, "config.yaml"))

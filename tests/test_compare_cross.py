@@ -12,10 +12,10 @@ import shutil
 
 import pytest
 
-from srlm.evaluation import evaluate, report
 from srlm.cli import main
-from srlm.run.records import InputError, mark_done, write_jsonl
+from srlm.evaluation import evaluate, report
 from srlm.evaluation.report.cross import comparisons
+from srlm.run.records import InputError, mark_done, write_jsonl
 
 CONFIG = "method: {method}\nseed: 42\niterations: 2\neval:\n  prompts: embedded:eval_prompts\n  k: 2\n"
 PROMPTS = [f"Question {i}?" for i in range(4)]

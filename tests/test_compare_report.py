@@ -11,9 +11,9 @@ import re
 import pytest
 
 from srlm.evaluation import report
-from srlm.run.records import InputError
 from srlm.evaluation.report.compare import labels, total_wall_s
 from srlm.evaluation.report.load import load_run
+from srlm.run.records import InputError
 
 IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 HEADINGS = ["Runs", "Judge-human agreement", "Head-to-head win rates", "Answer length", "Preference pairs",

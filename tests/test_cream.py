@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from srlm.methods import cream
 from srlm.loop.pairs import build_pairs, candidate_scores
+from srlm.methods import cream
 from srlm.run.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl
 
 # Per prompt: candidate -> (current score, previous score). Hand-computed Kendall tau-b:
@@ -117,9 +117,9 @@ def test_sequence_logps_agree_with_trl(tmp_path, tiny_model, tiny_run_args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from srlm.engines.modeling import ModelRef
     from srlm.methods import scir
     from srlm.run.config import load_config
-    from srlm.engines.modeling import ModelRef
 
     policy_dir = str(tmp_path / "policy")
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
@@ -145,8 +145,8 @@ def test_cream_implicit_loop_end_to_end(tmp_path, tiny_run_args):
     """The paper's CREAM: no judge; rankings by implicit rewards (M1 against M0 and M0's likelihood in
     iteration 1, M2 against M1 and M1 against M0 in iteration 2, dpo.init=previous)."""
     from srlm.cli import main
-    from srlm.run.config import load_config
     from srlm.engines.modeling import ModelRef
+    from srlm.run.config import load_config
     from srlm.run.records import ImplicitRewardRecord
     from srlm.run.rundir import RunDir
 

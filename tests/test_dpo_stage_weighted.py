@@ -6,11 +6,11 @@ import os
 import pytest
 import torch
 
+from srlm.engines.modeling import ModelRef
+from srlm.engines.training import load_for_training
 from srlm.loop import dpo
 from srlm.run.config import load_config
-from srlm.engines.modeling import ModelRef
 from srlm.run.records import PairRecord, read_jsonl, write_jsonl
-from srlm.engines.training import load_for_training
 
 TOPICS = ["the sea", "a cat", "rain", "coffee"]
 

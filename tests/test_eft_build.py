@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from srlm.data import loaders
-from srlm.loop import eft_build
 from srlm.engines.backends import Completion
+from srlm.loop import eft_build
 from srlm.run.records import InputError, read_jsonl
 
 TEMPLATE = "Request: {prompt}\nReply: {response}\nJudge it."

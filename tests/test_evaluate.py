@@ -6,8 +6,8 @@ import pytest
 
 from srlm.data.loaders import HumanPair
 from srlm.evaluation.evaluate import (agreement, baselines, bootstrap_ci, head_to_head, length_baseline, length_stats,
-                           load_human_source, parse_verdict, pointwise_head_to_head, swap_consistency,
-                           win_rate_at_equal_length)
+                                      load_human_source, parse_verdict, pointwise_head_to_head, swap_consistency,
+                                      win_rate_at_equal_length)
 
 
 def hp(label):

@@ -14,7 +14,7 @@ from srlm import stages
 from srlm.run.config import Config, ConfigError, load_config, with_overrides
 from srlm.methods.meta_rewarding import parse_meta_verdict, render_meta
 from srlm.run.records import (CandidateRecord, JudgePairRecord, JudgmentRecord, MetaJudgmentRecord, PairRecord,
-                          read_jsonl, write_jsonl)
+                              read_jsonl, write_jsonl)
 from srlm.run.rundir import RunDir
 
 TEMPLATE = "Rate 0-5.\n<request>\n{prompt}\n</request>\n{response}"

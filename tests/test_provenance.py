@@ -7,8 +7,8 @@ import os
 import shutil
 
 from srlm.cli import main
-from srlm.run.config import load_config
 from srlm.pipeline import freshness
+from srlm.run.config import load_config
 from srlm.run.records import read_jsonl
 from srlm.run.rundir import RunDir
 from srlm.stages import BY_NAME

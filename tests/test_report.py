@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from srlm.evaluation import report
 from srlm.cli import main
+from srlm.evaluation import report
 from srlm.run.records import InputError
 
 IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"')

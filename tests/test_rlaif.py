@@ -7,8 +7,8 @@ import os
 import pytest
 
 from srlm import stages
-from srlm.run.config import Config, ConfigError, load_config, with_overrides
 from srlm.engines.modeling import ModelRef
+from srlm.run.config import Config, ConfigError, load_config, with_overrides
 from srlm.run.rundir import RunDir
 
 

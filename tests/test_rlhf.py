@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from srlm import stages
 from srlm.data import loaders
 from srlm.methods import rlhf
-from srlm import stages
 from srlm.run.config import load_config
 from srlm.run.records import PairRecord, read_jsonl
 

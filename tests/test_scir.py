@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from srlm.methods import scir
-from srlm.run.config import load_config
 from srlm.engines.modeling import ModelRef
 from srlm.loop.pairs import build_pairs, candidate_scores
+from srlm.methods import scir
+from srlm.run.config import load_config
 from srlm.run.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl
 
 TOPICS = ["the sea", "a cat", "rain"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from srlm.engines.weighted_dpo import (ConfidenceCollator, WeightedDPOTrainer, check_trl_version, weighted_dpo_loss,
-                               with_confidence)
+                                       with_confidence)
 
 TOPICS = ["the sea", "a cat", "rain", "coffee"]
 

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from srlm.data import loaders
-from srlm.run.config import Config
 from srlm.engines.modeling import ModelRef, resolve
+from srlm.run.config import Config
 from srlm.run.rundir import RunDir
 
 # Config values that change generated text; server plumbing (timeouts, concurrency, keys) does not.

@@ -44,7 +44,7 @@ from srlm.engines.modeling import ModelRef, resolve
 from srlm.run.parallel import derive_seed, is_main
 from srlm.run.rundir import RunDir
 from srlm.run.records import (InputError, is_done, iter_jsonl, mark_done, marker, read_json, read_jsonl, update_metrics,
-                          write_json, write_jsonl)
+                              write_json, write_jsonl)
 
 WINNER_LINE = re.compile(r"^[ \t]*Winner:[ \t]*(A|B|tie)[ \t]*$", re.MULTILINE | re.IGNORECASE)
 WINNER_COMPLETE = re.compile(r"(?:^|\n)[ \t]*Winner:[ \t]*(A|B|tie)\b", re.IGNORECASE)

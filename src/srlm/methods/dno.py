@@ -36,11 +36,11 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
 from srlm.data import loaders
+from srlm.data.repetition import cut_repeated_text
 from srlm.loop.pairs import candidate_scores, pair_dict
+from srlm.methods.spin import gold_for  # the same prompt id -> seed example lookup as SPIN's gold answers
 from srlm.run.parallel import derive_seed, is_main
 from srlm.run.records import CandidateRecord, JudgmentRecord, PromptRecord, read_jsonl, write_jsonl
-from srlm.data.repetition import cut_repeated_text
-from srlm.methods.spin import gold_for  # the same prompt id -> seed example lookup as SPIN's gold answers
 
 REF_TAG = "-ref"
 

@@ -121,10 +121,10 @@ FORCED_VERDICT_PREFIX = "Winner: Judgement "
 STRENGTH_TIE = 1e-9  # strengths closer than this are a tie (MM fits to ~1e-12)
 
 
-def render_meta(template: str, rubric: str, prompt: str, response: str, judgment_a: str, judgment_b: str) -> str:
+def render_meta(template: str, rubric_text: str, prompt: str, response: str, judgment_a: str, judgment_b: str) -> str:
     """Fill the meta-judge template. One pass over the template's own placeholders, so braces
     (or a literal "{response}") inside the inserted texts are never substituted again."""
-    values = {"rubric": rubric.strip(), "prompt": prompt.strip(), "response": response.strip(),
+    values = {"rubric": rubric_text.strip(), "prompt": prompt.strip(), "response": response.strip(),
               "judgment_a": judgment_a.strip(), "judgment_b": judgment_b.strip()}
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 

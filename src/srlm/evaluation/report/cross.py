@@ -107,8 +107,8 @@ class LazyJudge:
 
 def make_cross_judge(cfg, run_dir: str, spec: str) -> tuple[str, LazyJudge]:
     """(the judge's identity, recorded with its verdicts; the judge, loaded when first used)."""
-    from srlm.evaluation import evaluate
     from srlm.engines.modeling import resolve
+    from srlm.evaluation import evaluate
 
     if re.fullmatch(r"M\d+", spec):
         ref = evaluate.model_ref(cfg, run_dir, spec)  # InputError if the first run lacks it
