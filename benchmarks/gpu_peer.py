@@ -6,7 +6,7 @@ under its own timeout). Needs srlm and its wheels importable (gpu_check.sh sets 
   python benchmarks/gpu_peer.py tiny RUN_DIR [key=value ...]
 
 generate: sampling and judging, srlm against the competent plain-transformers peer, alternated,
-median of --repeats after one warm-up call of each. srlm: `srlm.backends.make_backend` on the
+median of --repeats after one warm-up call of each. srlm: `srlm.engines.backends.make_backend` on the
 default config (the transformers backend: bf16 and CUDA picked by srlm/modeling.pick_dtype and
 backends/hf._device). Peer: the same weights in bf16 on the GPU, SDPA attention, left padding,
 one batched `model.generate` per batch with num_return_sequences (each prompt's prefill repeated
@@ -19,10 +19,10 @@ not make). Metric: generated tokens per second (EOS excluded), and judgments per
 The other benchmarks (bench_sampling.py, bench_judging.py) compare against a naive fp32 loop on
 the CPU and have no device option, hence this script.
 
-dpo: one DPO optimizer step per --steps, as the DPO stage builds its trainer (srlm.dpo.train, as
+dpo: one DPO optimizer step per --steps, as the DPO stage builds its trainer (srlm.loop.dpo.train, as
 benchmarks/bench_dpo.py times it): the default config's dpo section with dpo.epochs=1 and
 dpo.batch_size pairs per step, once with LoRA (the default) and once as a full fine-tune; both
-bf16 mixed precision on CUDA (srlm.training.trainer_kwargs). Per step: seconds (CUDA-synchronised
+bf16 mixed precision on CUDA (srlm.engines.training.trainer_kwargs). Per step: seconds (CUDA-synchronised
 at the callback's step begin/end); setup: trainer construction, tokenising and the reference
 log-probs; peak CUDA memory.
 

@@ -1,7 +1,7 @@
 """OpenAIBackend against a real local OpenAI-compatible server (tests/openai_server.py) whose
 answers and token probabilities are a tiny model's own (HFBackend): neither the `openai`
 client library nor the HTTP layer is mocked. Digit distributions are checked against the
-model's logits read directly, and the pure helpers (srlm/backends/scoring.py) against
+model's logits read directly, and the pure helpers (srlm/engines/backends/scoring.py) against
 hand-computed numbers."""
 
 from __future__ import annotations

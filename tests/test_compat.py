@@ -1,4 +1,4 @@
-"""srlm._compat: the tested version ranges (and pyproject's pins) agree, an out-of-range release logs
+"""srlm.engines._compat: the tested version ranges (and pyproject's pins) agree, an out-of-range release logs
 one WARNING, every fast path applies on the tested releases, and each one warns and leaves the
 slower standard path working when the private name it patches is missing or changed."""
 

@@ -1,6 +1,6 @@
 """DNO (method: dno): references as judged candidates, the dno_pairs stage's margins, repetition
 negatives and replay from earlier iterations' files (hand-computed), and the loop end to end on
-the tiny model. pairs.dno_pairs and pairs.replay_mix themselves: tests/test_pair_builders.py."""
+the tiny model. dno.dno_pairs and dno.replay_mix themselves: tests/test_pair_builders.py."""
 
 import json
 import os

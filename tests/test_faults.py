@@ -1,4 +1,4 @@
-"""Crash tests: a tiny run is killed with SIGKILL at fault points (srlm.faults) in every stage,
+"""Crash tests: a tiny run is killed with SIGKILL at fault points (srlm.run.faults) in every stage,
 rerun until it finishes, and must end with exactly the artifacts of the uninterrupted tiny_run:
 the same prompts, candidates, judgments and pairs of both iterations, the same metrics (timings
 aside) and the same weights. Plus hand-made damage: a torn `.partial` line, unreadable and
@@ -107,7 +107,7 @@ def kill_chain(tmp_path, tiny_model, tiny_run, points: list[str]) -> None:
     assert_same_run(str(tmp_path / "run"), tiny_run)
 
 
-# Fault points are regular expressions over "name detail" lines (srlm.faults); the tiny loop
+# Fault points are regular expressions over "name detail" lines (srlm.run.faults); the tiny loop
 # trains SFT for 60 steps (checkpoints at 20, 40, 60) and DPO for one step per iteration.
 SFT_MID = r"^train_step .*/checkpoints/sft step 30$"  # resumes from checkpoint-20: RNG, data order, optimizer
 SAMPLE_CHUNK = r"^append_jsonl .*/iter_1/candidates\.jsonl\.partial"  # one sampled chunk of two kept

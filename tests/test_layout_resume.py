@@ -39,13 +39,15 @@ def materialise(run: dict, root: str) -> None:
             f.write(text.replace(PREMOVE["seed_placeholder"], seed).replace(PREMOVE["run_placeholder"], root))
 
 
-def test_fixture_covers_every_stage_and_packaged_config():
+def test_fixture_still_names_packaged_configs_and_stages():
+    """The fixture covered every packaged config and every stage at the move (15 runs, 160
+    stages); each of them must still exist (a later method adds configs and stages of its own)."""
     from srlm.run.config import packaged_names
     from srlm.stages import STAGES
 
     runs = PREMOVE["runs"].values()
-    assert {r["config"] for r in runs} == set(packaged_names())
-    assert {name for r in runs for name, _ in r["schedule"]} == {s.name for s in STAGES}
+    assert {r["config"] for r in runs} <= set(packaged_names())
+    assert {name for r in runs for name, _ in r["schedule"]} <= {s.name for s in STAGES}
 
 
 @pytest.mark.parametrize("name", sorted(PREMOVE["runs"]))

@@ -1,4 +1,4 @@
-"""Meta-Rewarding wired into the loop (meta_judge.py): which judgments are meta-judged, judge
+"""Meta-Rewarding wired into the loop (methods/meta_rewarding.py): which judgments are meta-judged, judge
 pairs from fake verdicts on a hand-computed case (position weights, Bradley-Terry, length
 filter), the judge/actor mix, the schedule, and a tiny end-to-end run."""
 

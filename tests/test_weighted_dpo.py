@@ -191,7 +191,7 @@ def test_confidence_reaches_gradient_with_lora(tiny_model, tiny_tokenizer, tmp_p
 
 @pytest.mark.parametrize("c", [1.0, 0.0])
 def test_train_precomputed_lora_moves_margin_by_confidence(tiny_model, tiny_tokenizer, tmp_path, c):
-    """dpo.py's setting (LoRA, precomputed reference, cpu_log_probs): a short train() run completes;
+    """loop/dpo.py's setting (LoRA, precomputed reference, cpu_log_probs): a short train() run completes;
     trained on the same two pairs, c = 1 raises the reward margin and c = 0 lowers it."""
     from srlm.engines.training import cpu_log_probs
 

@@ -18,9 +18,10 @@ the loop's module of the row's name (srlm/loop/<stage>.py) or of its method's mo
 
 Other methods (docs/METHODS.md) bring rows of their own. A row of the loop runs under every
 method; a method's row names its methods (`methods`) and the loop's rows it stands in for
-(`replaces`), which that method's runs then leave out (runs() below). No list of methods is kept
-anywhere else: a new method adds its rows, and where it reuses another method's row (DNO runs
-SPIN's seed_prompts, RLHF dpo_human's human_pairs) adds its name to that row's `methods`.
+(`replaces`), which that method's runs then leave out (runs() below). No list of methods decides
+which rows run: a new method adds its rows, and where it reuses another method's row (DNO runs
+SPIN's seed_prompts, RLHF dpo_human's human_pairs) adds its name to that row's `methods`
+(docs/METHODS.md, "How to add a method").
 `enabled` is for settings (eft_build.enabled, cream.reward), `in_iteration` for iterations
 (meta.judge_iterations):
     spin:       seed_prompts (seed IFT subset) -> sample -> spin_pairs (gold vs sample) -> dpo

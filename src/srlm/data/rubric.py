@@ -1,7 +1,7 @@
 """The LLM-as-a-Judge prompt and its strict score parser (paper section 2.2, Figure 2).
 
 The template is the paper's additive 5-point rubric in this project's own words, with the
-constant rubric text first so every judgment shares its prefill (see backends/hf.py).
+constant rubric text first so every judgment shares its prefill (see engines/backends/hf.py).
 Parsing is deliberately strict: a judgment counts only if it has a line `Score: N` with
 0 <= N <= 5; anything else is a parse failure that is counted and excluded, never scored.
 """

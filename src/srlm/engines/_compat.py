@@ -35,7 +35,7 @@ Names touched, and why:
   (`keep_dataset_column`): the hook that picks which dataset columns survive
   remove_unused_columns=True; weighted DPO's `confidence` column must survive it.
 - TRL's DPOTrainer collator keys, fused-LM-head forward and `compute_ref_log_probs`
-  (`check_trl_version`): srlm.weighted_dpo refuses to run outside the tested TRL range.
+  (`check_trl_version`): srlm.engines.weighted_dpo refuses to run outside the tested TRL range.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def check_versions() -> list[str]:
     _versions_checked = True
     problems = version_problems({d: installed_version(d) for d in TESTED})
     if problems:
-        log.warning("srlm touches private names of these libraries (srlm/_compat.py) and is not tested with "
+        log.warning("srlm touches private names of these libraries (srlm/engines/_compat.py) and is not tested with "
                     "the installed %s; a fast path that no longer applies warns and falls back.",
                     ", ".join(problems))
     return problems
@@ -121,15 +121,15 @@ def check_versions() -> list[str]:
 
 def check_trl_version(version: str | None = None) -> str:
     """Raise RuntimeError unless the installed (or given) TRL version is in TESTED['trl']:
-    srlm.weighted_dpo relies on DPOTrainer internals that TRL changes between minor releases."""
+    srlm.engines.weighted_dpo relies on DPOTrainer internals that TRL changes between minor releases."""
     if version is None:
         import trl
 
         version = trl.__version__
     if version_problems({"trl": version}):
-        raise RuntimeError(f"srlm.weighted_dpo is tested with TRL {TESTED['trl']} but TRL {version} is installed; "
+        raise RuntimeError(f"srlm.engines.weighted_dpo is tested with TRL {TESTED['trl']} but TRL {version} is installed; "
                            "re-check WeightedDPOTrainer against this TRL's DPOTrainer before widening the range "
-                           "in srlm/_compat.py and pyproject.toml.")
+                           "in srlm/engines/_compat.py and pyproject.toml.")
     return version
 
 

@@ -1,5 +1,5 @@
 """What the SFT and DPO stages share: trainer arguments, LoRA, resume, merge-and-save, and (from
-srlm._compat) the CPU log-prob path `cpu_log_probs`."""
+srlm.engines._compat) the CPU log-prob path `cpu_log_probs`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 
 import torch
 
-# cpu_log_probs is re-exported: sft.py and dpo.py enter it around their trainers.
+# cpu_log_probs is re-exported: loop/sft.py and loop/dpo.py enter it around their trainers.
 from srlm.engines._compat import checkpointing_arg, cpu_log_probs  # noqa: F401
 from srlm.engines.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, save_model, set_threads
 from srlm.run.parallel import is_main, world

@@ -31,7 +31,7 @@ from trl import DPOTrainer
 
 # check_trl_version is re-exported: srlm relies on DPOTrainer's collator output keys, its fused-LM-head
 # forward and `compute_ref_log_probs`, which TRL changes between minor releases, so outside the tested
-# range (srlm._compat.TESTED) WeightedDPOTrainer refuses to run rather than drift silently.
+# range (_compat.TESTED) WeightedDPOTrainer refuses to run rather than drift silently.
 from srlm.engines._compat import check_trl_version, keep_dataset_column
 
 CONFIDENCE = "confidence"

@@ -6,7 +6,7 @@ Training starts from the SFT anchor M1 (dpo.init=anchor, as the seed describes) 
 reference is the same network with the adapter disabled; reference log-probabilities are
 computed once before training (precompute_ref_log_probs), so no second model is held.
 When any pair carries a `confidence` (CREAM's consistency, or a user's own column), training
-uses the confidence-weighted loss of weighted_dpo.py (pairs without one count as 1.0); otherwise
+uses the confidence-weighted loss of engines/weighted_dpo.py (pairs without one count as 1.0); otherwise
 TRL's DPOTrainer as it is.
 In Meta-Rewarding's judge-training iterations the set also holds iter_<t>/judge_pairs.jsonl
 (methods/meta_rewarding.py; the stage table passes it). Output: DIR/models/M<t+1> (merged), DIR/iter_<t>/dpo_log.json.

@@ -11,7 +11,7 @@ judge.scoring picks how a judgment becomes a score:
   judgment text plus a forced `Score: ` prefix. The six probabilities and whether the prefix was
   forced are stored with the judgment; no judgment is thrown away. An engine that returns no
   token probabilities falls back to parsed, judgment by judgment, and says so.
-judge.source picks what the score is (the positive control, srlm/verifier.py): rubric (the
+judge.source picks what the score is (the positive control, verifier.py): rubric (the
 paper) as above; verifier: the fraction of the prompt's verifiable instructions the candidate
 follows, IFEval's strict check, one record per candidate and no model; hybrid: the checker's
 fraction + judge.rubric_weight x each rubric judgment's score. On verifiable prompts every
@@ -52,7 +52,7 @@ class Judgment:
 def judge_items(backend: Backend, template: str, items: list[tuple[str, str]], k: int, cfg_judge,
                 seed: int) -> list[list[Judgment]]:
     """Judge (prompt, response) items k times each. Shared by this stage, evaluation
-    (srlm/evaluate.py) and EFT building (srlm/eft_build.py)."""
+    (srlm/evaluation/evaluate.py) and EFT building (eft_build.py)."""
     scoring = getattr(cfg_judge, "scoring", "parsed")
     expected = scoring == "expected"
     params = SamplingParams(n=k, temperature=cfg_judge.temperature, top_p=cfg_judge.top_p,

@@ -24,7 +24,7 @@ Then:
   its prompt has none. With no C at all the confidence is None: plain DPO.
   -> DIR/iter_<t>/pairs.jsonl (PairRecord with confidence)
 - dpo: the confidence makes it train with the weighted loss
-  L = C * -log sigmoid(beta D) + (1 - C) * -log sigmoid(-beta D) (weighted_dpo.py).
+  L = C * -log sigmoid(beta D) + (1 - C) * -log sigmoid(-beta D) (engines/weighted_dpo.py).
 Metrics: cream/consistency_mean (the paper reports it rising over the iterations),
 cream_rewards/* or judge_prev/* (as judge/*).
 

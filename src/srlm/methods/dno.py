@@ -62,7 +62,7 @@ def dno_pairs(cands: list[CandidateRecord], scores: dict[str, float], is_referen
     (chosen i, rejected j); when both are the policy's own samples the stricter self_margin
     applies. A reference response (e.g. the seed's gold answer, a CandidateRecord whose id is in
     `is_reference`) takes part like any candidate. A sample flagged in `repetition_flags`
-    (heavy repetition, see srlm/repetition.py) is an automatic negative: it ranks below every
+    (heavy repetition, see srlm/data/repetition.py) is an automatic negative: it ranks below every
     other candidate whatever its score (even unscored), is never chosen, and flagged samples are
     not paired with each other. `is_reference` and `repetition_flags` are sets of candidate ids
     or mappings id -> bool. Returns dicts: PairRecord's fields (score_rejected None for an

@@ -444,7 +444,7 @@ def build_judge_pairs(cands: list[CandidateRecord], judgments: list[JudgmentReco
     """Judge pairs from meta-judgments: (pairs, stats). Position weights come from every
     meta-judgment given (the iteration's); per candidate, its judgments (in sample order) get
     Bradley-Terry strengths from its own battles (expected-mode meta-judgments: from their
-    P(A) over both orders, meta.soft_battle_matrix; stats["soft_ranked"] counts those
+    P(A) over both orders, soft_battle_matrix; stats["soft_ranked"] counts those
     candidates); chosen = strongest, rejected = weakest (ties -> lowest sample). Dropped:
     strengths tie (e.g. every verdict unparsed: dropped_tie), chosen judgment longer than
     max_chosen_words words (dropped_too_long; 0 = no limit)."""

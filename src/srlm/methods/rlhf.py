@@ -9,7 +9,7 @@ a value network; rlhf.trainer=rloo, the default) or GRPOTrainer (Shao et al. 202
 arXiv:2402.03300; rlhf.trainer=grpo), each with the reward model as its reward function.
 
 One iteration, as dpo_human's:
-- human_pairs (human_pairs.py): pairs.human_train, evaluation prompts removed -> iter_<t>/pairs.jsonl;
+- human_pairs (dpo_human.py): pairs.human_train, evaluation prompts removed -> iter_<t>/pairs.jsonl;
 - reward_model: M_t with a scalar head (AutoModelForSequenceClassification, num_labels=1) trained
   by TRL's RewardTrainer (loss -log sigmoid(r(x, chosen) - r(x, rejected))) on a seeded
   1 - rlhf.heldout_fraction of the pairs. Its held-out accuracy (chosen rewarded above rejected,

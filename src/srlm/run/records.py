@@ -80,7 +80,7 @@ class PairRecord:
     score_rejected: float | None
     chosen_length: int
     rejected_length: int
-    # Weight c_i of the pair in weighted DPO (weighted_dpo.py; CREAM's consistency); None = plain
+    # Weight c_i of the pair in weighted DPO (engines/weighted_dpo.py; CREAM's consistency); None = plain
     # DPO. Files written before it existed load unchanged.
     confidence: float | None = None
 
@@ -88,7 +88,7 @@ class PairRecord:
 @dataclass
 class ImplicitRewardRecord:
     """CREAM: a candidate's DPO implicit reward log pi(y|x) - log pi_ref(y|x) (summed over the
-    answer's tokens) under the current model and under the previous one (cream.py)."""
+    answer's tokens) under the current model and under the previous one (methods/cream.py)."""
     candidate_id: str
     prompt_id: str
     current: float

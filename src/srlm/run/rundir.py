@@ -6,10 +6,10 @@ with their provenance, live here and nowhere else.
     DIR/eft/eft.jsonl               EFT built from ranked human data (eft_build stage)
     DIR/models/M<t>                 merged models (M1 after SFT, M_{t+1} after iteration t's DPO)
     DIR/iter_<t>/prompts.jsonl, candidates.jsonl, judgments.jsonl, pairs.jsonl, dpo_log.json
-    DIR/iter_<t>/meta_judgments.jsonl, judge_pairs.jsonl  (Meta-Rewarding, meta_judge.py)
-    DIR/iter_<t>/judgments_prev.jsonl or implicit_rewards.jsonl  (CREAM's two rankings, cream.py)
-    DIR/iter_<t>/references.jsonl   DNO's reference answers, judged with the candidates (dno.py)
-    DIR/iter_<t>/reward_model/, rl_log.json  RLHF's reward model and RL log (rlhf.py)
+    DIR/iter_<t>/meta_judgments.jsonl, judge_pairs.jsonl  (Meta-Rewarding, methods/meta_rewarding.py)
+    DIR/iter_<t>/judgments_prev.jsonl or implicit_rewards.jsonl  (CREAM's two rankings, methods/cream.py)
+    DIR/iter_<t>/references.jsonl   DNO's reference answers, judged with the candidates (methods/dno.py)
+    DIR/iter_<t>/reward_model/, rl_log.json  RLHF's reward model and RL log (methods/rlhf.py)
     DIR/eval/, DIR/report/, DIR/logs/<stage>.log, DIR/checkpoints/
 
 A finished output has a `<output>.done` marker: a JSON object with the stage's metrics
@@ -85,15 +85,16 @@ class RunDir:
         return self.path(f"iter_{t}", "pairs.jsonl")
 
     def judgments_prev(self, t: int) -> str:
-        """CREAM: the previous model's judgments of iteration t's candidates (cream.py)."""
+        """CREAM: the previous model's judgments of iteration t's candidates (methods/cream.py)."""
         return self.path(f"iter_{t}", "judgments_prev.jsonl")
 
     def implicit_rewards(self, t: int) -> str:
-        """CREAM: the current and previous model's implicit rewards of iteration t's candidates (cream.py)."""
+        """CREAM: the current and previous model's implicit rewards of iteration t's candidates (methods/cream.py)."""
         return self.path(f"iter_{t}", "implicit_rewards.jsonl")
 
     def references(self, t: int) -> str:
-        """DNO: one reference answer per prompt of iteration t, a CandidateRecord the judge scores too (dno.py)."""
+        """DNO: one reference answer per prompt of iteration t, a CandidateRecord the judge scores too
+        (methods/dno.py)."""
         return self.path(f"iter_{t}", "references.jsonl")
 
     def meta_judgments(self, t: int) -> str:
@@ -106,11 +107,11 @@ class RunDir:
         return self.path(f"iter_{t}", "dpo_log.json")
 
     def reward_model(self, t: int) -> str:
-        """RLHF: the reward model trained on iteration t's pairs, a model directory (rlhf.py)."""
+        """RLHF: the reward model trained on iteration t's pairs, a model directory (methods/rlhf.py)."""
         return self.path(f"iter_{t}", "reward_model")
 
     def rl_log(self, t: int) -> str:
-        """RLHF: the RL trainer's log of iteration t (rlhf.py)."""
+        """RLHF: the RL trainer's log of iteration t (methods/rlhf.py)."""
         return self.path(f"iter_{t}", "rl_log.json")
 
     @property

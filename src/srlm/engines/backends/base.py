@@ -4,7 +4,7 @@ A stage hands a backend chat conversations and sampling parameters and gets back
 conversation, `n` completions. Engines: transformers in process (hf.py), any
 OpenAI-compatible server (openai.py), vLLM in process (vllm.py).
 
-Judging in `expected` mode (judge.scoring, srlm/judge.py) needs two more things from an engine:
+Judging in `expected` mode (judge.scoring, srlm/loop/judge.py) needs two more things from an engine:
 - with `SamplingParams.score_probs`, each completion that writes its own `Score:` line carries
   the next-token distribution over the digits 0-5 read at the position where it wrote the
   digit (`Completion.score_probs`, six probabilities summing to 1);
@@ -12,7 +12,7 @@ Judging in `expected` mode (judge.scoring, srlm/judge.py) needs two more things 
   distribution read after the judgment text plus a forced score prefix (`\\nScore: `).
 An engine that cannot read token probabilities returns None for them; the judge then says so
 once and falls back to parsing the score line.
-The meta-judge in `expected` mode (meta.scoring, srlm/meta_judge.py) reads the same kind of
+The meta-judge in `expected` mode (meta.scoring, srlm/methods/meta_rewarding.py) reads the same kind of
 distribution over other single-token choices ("A" / "B" after `Winner: Judgement `):
 `choice_probs(chats, prefixes, choices)`.
 """

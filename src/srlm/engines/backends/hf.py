@@ -16,7 +16,7 @@ And three that make a CPU decode step cost what its matmuls cost (profile in doc
 6. Nucleus sampling over the top 256 tokens (exact: it falls back to a full sort when they
    hold less than top_p of the mass) instead of sorting 49k-entry rows every step.
 Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4 and 5 patch
-transformers internals (srlm/_compat.py); when a release breaks them they warn and the slower
+transformers internals (srlm/engines/_compat.py); when a release breaks them they warn and the slower
 standard path runs.
 """
 

@@ -6,7 +6,7 @@ RuntimeErrors naming the URL and the server's own message). Chats are sent concu
 (`backend.concurrency` threads), results in input order. Optionally starts the server itself
 from `backend.server_command` (its own process group, stopped by close()).
 
-Judging in `expected` mode (base.py, judge.py) reads token probabilities: with
+Judging in `expected` mode (base.py, srlm/loop/judge.py) reads token probabilities: with
 SamplingParams.score_probs a chat request asks for `logprobs` with the top 20 alternatives and
 the digit distribution is read where the judgment wrote its score digit; `score_probs()`
 reads it after a forced score prefix (and `choice_probs()` the meta-judge's A/B after a forced

@@ -1,5 +1,5 @@
 """Score digit (and other choice) distributions from token probabilities, for
-judge.scoring=expected (judge.py) and meta.scoring=expected (meta_judge.py).
+judge.scoring=expected (loop/judge.py) and meta.scoring=expected (methods/meta_rewarding.py).
 
 The paper (section 3.2) parses the judge's `Score: N` line; `expected` mode, a departure from
 it, scores a judgment by the mean digit under the model's own distribution where it writes N.

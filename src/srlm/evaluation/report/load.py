@@ -33,7 +33,7 @@ from .formatting import model_key
 WIN_RATE_AT_EQUAL_LENGTH = "win_rate_at_equal_length"
 OLD_WIN_RATE_AT_EQUAL_LENGTH = "length_controlled_win_rate"
 # eval.baselines.<human set>.<baseline>: {"accuracy": ...}: judges that are no model of the run,
-# to set the models' agreement against; "length" prefers the longer response (evaluate.py).
+# to set the models' agreement against; "length" prefers the longer response (evaluation/evaluate.py).
 JUDGE_BASELINES = "baselines"
 LENGTH_HEURISTIC = "length"
 # eval.ifeval_delta.<X>_vs_<Y>: IFEval of X minus Y on the same prompts (evaluate.ifeval_breakdown).
