@@ -35,11 +35,11 @@ def run_variant(variant, n_pairs):
     import torch
     from trl import DPOConfig, DPOTrainer
 
-    from srlm import dpo
-    from srlm.config import load_config, packaged_config
-    from srlm.dpo import to_conversational
-    from srlm.modeling import ModelRef, load_model, load_tokenizer, resolve, save_model, set_threads
-    from srlm.records import PairRecord
+    from srlm.loop import dpo
+    from srlm.run.config import load_config, packaged_config
+    from srlm.loop.dpo import to_conversational
+    from srlm.engines.modeling import ModelRef, load_model, load_tokenizer, resolve, save_model, set_threads
+    from srlm.run.records import PairRecord
 
     set_threads(0)
     pairs = [PairRecord("p", "p", p["prompt"], p["chosen"], p["rejected"], "c", "r", 1, 0, 1, 1) for p in make_pairs(n_pairs)]

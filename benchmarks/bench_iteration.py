@@ -17,10 +17,10 @@ import torch
 
 from common import DEMO_M1, NaiveBackend, machine, place_m1, table
 
-from srlm import dpo, judge, pairs, prompts, sample
-from srlm.config import load_config, packaged_config
-from srlm.backends.hf import HFBackend
-from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, set_threads
+from srlm.loop import dpo, judge, pairs, prompts, sample
+from srlm.run.config import load_config, packaged_config
+from srlm.engines.backends.hf import HFBackend
+from srlm.engines.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, set_threads
 
 
 def one_iteration(cfg, run_dir, backend):

@@ -22,11 +22,11 @@ import torch
 
 from common import alternate, ift_examples, machine, median, table
 
-from srlm import rubric
-from srlm.backends.hf import HFBackend
-from srlm.config import JudgeConfig
-from srlm.judge import judge_texts
-from srlm.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, resolve, set_threads
+from srlm.data import rubric
+from srlm.engines.backends.hf import HFBackend
+from srlm.run.config import JudgeConfig
+from srlm.loop.judge import judge_texts
+from srlm.engines.modeling import ModelRef, load_model, load_tokenizer, pick_dtype, resolve, set_threads
 
 
 def main():

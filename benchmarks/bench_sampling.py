@@ -13,7 +13,7 @@ import os
 
 from common import alternate, eval_prompts, machine, median, naive_generate, naive_model, srlm_backend, table
 
-from srlm.backends.base import SamplingParams
+from srlm.engines.backends.base import SamplingParams
 
 
 def main():

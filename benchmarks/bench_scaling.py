@@ -13,7 +13,7 @@ import time
 from common import machine, place_m1, table
 
 from srlm import pipeline
-from srlm.config import load_config, packaged_config
+from srlm.run.config import load_config, packaged_config
 
 
 def start_run(cfg):

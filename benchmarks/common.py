@@ -20,11 +20,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from srlm import data, sft  # noqa: E402
-from srlm.backends.hf import HFBackend  # noqa: E402
-from srlm.config import EMBEDDED_EVAL_PROMPTS, EMBEDDED_IFT, EMBEDDED_MODEL  # noqa: E402
-from srlm.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
-from srlm.records import mark_done  # noqa: E402
+from srlm.data import loaders  # noqa: E402
+from srlm.engines.backends.hf import HFBackend  # noqa: E402
+from srlm.engines.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
+from srlm.loop import sft  # noqa: E402
+from srlm.run.config import EMBEDDED_EVAL_PROMPTS, EMBEDDED_IFT, EMBEDDED_MODEL  # noqa: E402
+from srlm.run.records import mark_done  # noqa: E402
 
 DEMO_M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1")
 
@@ -69,11 +70,11 @@ def srlm_backend(batch_size: int = 32) -> HFBackend:
 
 
 def eval_prompts(n: int) -> list[str]:
-    return [p["prompt"] for p in data.load_prompts(EMBEDDED_EVAL_PROMPTS, n)]
+    return [p["prompt"] for p in loaders.load_prompts(EMBEDDED_EVAL_PROMPTS, n)]
 
 
 def ift_examples(n: int):
-    return data.load_ift([EMBEDDED_IFT], n)
+    return loaders.load_ift([EMBEDDED_IFT], n)
 
 
 def naive_generate(model, tok, chat, *, max_new_tokens, temperature, top_p, seed, stop_strings=None):
@@ -132,8 +133,8 @@ class NaiveBackend:
         return [len(self.tok.apply_chat_template(c, add_generation_prompt=True, return_dict=False)) for c in chats]
 
     def generate(self, chats, params, seed):
-        from srlm import rubric
-        from srlm.backends.base import Completion
+        from srlm.data import rubric
+        from srlm.engines.backends.base import Completion
 
         out = []
         for i, c in enumerate(chats):

@@ -6,7 +6,7 @@ under its own timeout). Needs srlm and its wheels importable (gpu_check.sh sets 
   python benchmarks/gpu_peer.py tiny RUN_DIR [key=value ...]
 
 generate: sampling and judging, srlm against the competent plain-transformers peer, alternated,
-median of --repeats after one warm-up call of each. srlm: `srlm.backends.make_backend` on the
+median of --repeats after one warm-up call of each. srlm: `srlm.engines.backends.make_backend` on the
 default config (the transformers backend: bf16 and CUDA picked by srlm/modeling.pick_dtype and
 backends/hf._device). Peer: the same weights in bf16 on the GPU, SDPA attention, left padding,
 one batched `model.generate` per batch with num_return_sequences (each prompt's prefill repeated
@@ -19,10 +19,10 @@ not make). Metric: generated tokens per second (EOS excluded), and judgments per
 The other benchmarks (bench_sampling.py, bench_judging.py) compare against a naive fp32 loop on
 the CPU and have no device option, hence this script.
 
-dpo: one DPO optimizer step per --steps, as the DPO stage builds its trainer (srlm.dpo.train, as
+dpo: one DPO optimizer step per --steps, as the DPO stage builds its trainer (srlm.loop.dpo.train, as
 benchmarks/bench_dpo.py times it): the default config's dpo section with dpo.epochs=1 and
 dpo.batch_size pairs per step, once with LoRA (the default) and once as a full fine-tune; both
-bf16 mixed precision on CUDA (srlm.training.trainer_kwargs). Per step: seconds (CUDA-synchronised
+bf16 mixed precision on CUDA (srlm.engines.training.trainer_kwargs). Per step: seconds (CUDA-synchronised
 at the callback's step begin/end); setup: trainer construction, tokenising and the reference
 log-probs; peak CUDA memory.
 
@@ -65,7 +65,7 @@ def summary(measure: str, srlm, peer, ratio) -> None:
 def plain_model_dir(cfg, out: str) -> str:
     """The config's M0 as a plain transformers directory (the embedded model is a GGUF file that
     would be dequantised on every load), so both sides load the same weights the plain way."""
-    from srlm.modeling import load_model, load_tokenizer, resolve, save_model
+    from srlm.engines.modeling import load_model, load_tokenizer, resolve, save_model
 
     path = os.path.join(out, "M0")
     ref = resolve(cfg.model.name_or_path)
@@ -136,12 +136,12 @@ class Peer:
 def cmd_generate(args) -> int:
     from common import alternate, eval_prompts, ift_examples, median, table
 
-    from srlm import rubric
-    from srlm.backends import make_backend
-    from srlm.backends.base import SamplingParams
-    from srlm.config import load_config, packaged_config
-    from srlm.judge import judge_texts
-    from srlm.modeling import ModelRef
+    from srlm.data import rubric
+    from srlm.engines.backends import make_backend
+    from srlm.engines.backends.base import SamplingParams
+    from srlm.engines.modeling import ModelRef
+    from srlm.loop.judge import judge_texts
+    from srlm.run.config import load_config, packaged_config
 
     cfg = load_config(packaged_config("default"), args.overrides)
     out = tempfile.mkdtemp(prefix="srlm-gpu-peer-")
@@ -237,10 +237,10 @@ def cmd_dpo(args) -> int:
     from bench_dpo import make_pairs
     from common import table
 
-    from srlm import dpo
-    from srlm.config import load_config, packaged_config
-    from srlm.modeling import ModelRef, load_model, load_tokenizer
-    from srlm.records import PairRecord
+    from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
+    from srlm.loop import dpo
+    from srlm.run.config import load_config, packaged_config
+    from srlm.run.records import PairRecord
 
     base = load_config(packaged_config("default"), ["dpo.epochs=1", *args.overrides])
     out = tempfile.mkdtemp(prefix="srlm-gpu-dpo-")

@@ -12,7 +12,7 @@
 # importing every module `srlm run --config tiny` and the DPO stage touch, is listed below, at the
 # versions in this project's tested .venv. transformers and peft are carried although the image
 # has them: srlm pins transformers 5.24.x and peft 0.21.x and patches private names of both
-# (src/srlm/_compat.py), and the image's transformers is 5.17.
+# (src/srlm/engines/_compat.py), and the image's transformers is 5.17.
 #
 # Layout written (WHEELS_DIR is made git-ignored by a `*` .gitignore inside it, so the wheels are
 # never committed and only travel when a `run` call names them in `carry`):

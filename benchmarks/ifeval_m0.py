@@ -2,9 +2,10 @@
 
 The card reports "IFEval (Average prompt/inst)" 29.9 (lighteval, zero-shot, chat template).
 This answers IFEval's prompts with the transformers backend (greedy, bf16 where the CPU has it,
-batch 96, 1280 new tokens as lm-eval and lighteval), scores them with srlm.ifeval, and writes
-to OUT: rows.jsonl (answers, appended per batch; a rerun resumes), scored.jsonl,
-summary.json (the ifeval/* metrics, both averages, per-instruction-type accuracy, settings).
+batch 96, 1280 new tokens as lm-eval and lighteval), scores them with srlm's IFEval checkers
+(srlm.data.ifeval_checks), and writes to OUT: rows.jsonl (answers, appended per batch; a rerun
+resumes), scored.jsonl, summary.json (the ifeval/* metrics, both averages, per-instruction-type
+accuracy, settings).
 Prompts are answered in a seeded random order, so that the rows of a stopped run are a random
 subset: --score-only scores whatever is answered.
     python benchmarks/ifeval_m0.py [--out /work/notes/ifeval_m0] [--size 0] [--batch 96]
@@ -23,11 +24,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from srlm import ifeval  # noqa: E402
-from srlm.backends.hf import HFBackend  # noqa: E402
-from srlm.config import EMBEDDED_MODEL  # noqa: E402
-from srlm.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
-from srlm.records import append_jsonl, read_jsonl, write_json, write_jsonl  # noqa: E402
+from srlm.data import ifeval_checks  # noqa: E402
+from srlm.engines.backends.hf import HFBackend  # noqa: E402
+from srlm.engines.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
+from srlm.evaluation import ifeval  # noqa: E402
+from srlm.run.config import EMBEDDED_MODEL  # noqa: E402
+from srlm.run.records import append_jsonl, read_jsonl, write_json, write_jsonl  # noqa: E402
 
 CARD_SCORE = 29.9  # SmolLM2-135M-Instruct model card, "IFEval (Average prompt/inst)"
 
@@ -63,7 +65,7 @@ def main():
     set_threads(args.threads)
     ref = resolve(EMBEDDED_MODEL)
     dtype = pick_dtype(args.dtype)
-    prompts = ifeval.load_prompts(args.size, args.seed)
+    prompts = ifeval_checks.load_prompts(args.size, args.seed)
     done = {r["key"]: r for r in read_jsonl(rows_path)} if os.path.exists(rows_path) else {}
     todo = [p for p in prompts if p["key"] not in done]
     random.Random(args.seed).shuffle(todo)
@@ -83,7 +85,7 @@ def main():
         done.update({r["key"]: r for r in rows})
         print(f"{len(done)}/{len(prompts)} answered, {time.time() - t0:.0f} s", flush=True)
 
-    scored = ifeval.score([done[p["key"]] for p in prompts])
+    scored = ifeval_checks.score([done[p["key"]] for p in prompts])
     write_jsonl(os.path.join(args.out, "scored.jsonl"), scored)
     summary = ifeval.summarize(scored, seed=args.seed)
     pct = {k: round(100 * v, 1) for k, v in summary.items()

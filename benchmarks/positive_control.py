@@ -39,8 +39,8 @@ def delta(d: dict, prefix: str, with_ci: bool = False) -> str:
 
 
 def main(runs: list[str]) -> None:
-    from srlm.report.load import load_run
-    from srlm.report.tables import judge_checker_agreement
+    from srlm.evaluation.report.load import load_run
+    from srlm.evaluation.report.tables import judge_checker_agreement
 
     for run in runs:
         m = json.load(open(os.path.join(run, "metrics.json")))

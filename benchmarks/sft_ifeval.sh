@@ -30,8 +30,8 @@ for name in default eft_only gentle ift_only; do
 done
 $PY - "$OUT" <<'PYEOF'
 import os, sys
-from srlm import ifeval
-from srlm.records import read_jsonl
+from srlm.evaluation import ifeval
+from srlm.run.records import read_jsonl
 out = sys.argv[1]
 print(f"{'variant':10} {'M1 score':>9} {'95% CI':>15} {'M1-M0':>7} {'paired 95% CI':>17} {'chars M0/M1':>12}")
 for name in sorted(os.listdir(out)):

@@ -9,8 +9,8 @@ import sys
 import torch
 
 from openai_server import ChatServer
-from srlm.backends.hf import HFBackend
-from srlm.modeling import ModelRef, load_model, load_tokenizer
+from srlm.engines.backends.hf import HFBackend
+from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
 
 
 def main() -> None:

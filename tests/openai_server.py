@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-from srlm.backends.base import SamplingParams
+from srlm.engines.backends.base import SamplingParams
 
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs; also the OpenAI API's top_logprobs limit
 

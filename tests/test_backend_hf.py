@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from srlm.backends.base import SamplingParams
-from srlm.backends.hf import HFBackend, _common_prefix_len, _sample
+from srlm.engines.backends.base import SamplingParams
+from srlm.engines.backends.hf import HFBackend, _common_prefix_len, _sample
 
 RUBRIC = "You grade answers. Add a point for each criterion that holds. " * 4
 
@@ -89,9 +89,9 @@ def test_judge_scores_agree_with_naive_path(tiny_run):
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from srlm import rubric
-    from srlm.config import JudgeConfig, load_config
-    from srlm.judge import judge_texts
+    from srlm.data import rubric
+    from srlm.loop.judge import judge_texts
+    from srlm.run.config import JudgeConfig, load_config
 
     m1 = os.path.join(tiny_run, "models", "M1")
     cfg = load_config(os.path.join(tiny_run, "config.yaml"))
@@ -117,7 +117,7 @@ def test_nucleus_sampling_stays_in_the_exact_nucleus():
     distributions) must fall back to the full sort, so every draw lies in the exact nucleus."""
     import torch
 
-    from srlm.backends.hf import TOP_P_CANDIDATES, _sample
+    from srlm.engines.backends.hf import TOP_P_CANDIDATES, _sample
 
     torch.manual_seed(0)
     vocab = 4 * TOP_P_CANDIDATES

@@ -1,7 +1,7 @@
 """OpenAIBackend against a real local OpenAI-compatible server (tests/openai_server.py) whose
 answers and token probabilities are a tiny model's own (HFBackend): neither the `openai`
 client library nor the HTTP layer is mocked. Digit distributions are checked against the
-model's logits read directly, and the pure helpers (srlm/backends/scoring.py) against
+model's logits read directly, and the pure helpers (srlm/engines/backends/scoring.py) against
 hand-computed numbers."""
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import torch
 
 from openai_server import ChatServer
 from tiny import make_tiny_model
-from srlm.backends import make_backend
-from srlm.backends.base import SamplingParams
-from srlm.backends import scoring
-from srlm.backends.hf import HFBackend
-from srlm.backends.openai import OpenAIBackend, _written_score_probs
-from srlm.config import Config
-from srlm.modeling import ModelRef, load_model, load_tokenizer
+from srlm.engines.backends import make_backend
+from srlm.engines.backends.base import SamplingParams
+from srlm.engines.backends import scoring
+from srlm.engines.backends.hf import HFBackend
+from srlm.engines.backends.openai import OpenAIBackend, _written_score_probs
+from srlm.run.config import Config
+from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEY_ENV = "SRLM_TEST_OPENAI_KEY"
@@ -524,7 +524,7 @@ def test_choice_probs_through_both_endpoints(hf, model_dir):
 
 
 def test_server_without_logprobs_falls_back_with_one_warning(hf, model_dir, caplog):
-    caplog.set_level(logging.WARNING, logger="srlm.backends.openai")
+    caplog.set_level(logging.WARNING, logger="srlm.engines.backends.openai")
     params = SamplingParams(n=2, max_new_tokens=8, stop_at_score=True, score_probs=True)
     with ChatServer(hf, model=model_dir, reply=REPLY, logprobs=False) as server:
         b = client(server, model_dir)

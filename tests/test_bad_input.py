@@ -53,7 +53,7 @@ def test_prompt_file_with_empty_prompt(capsys, tmp_path, tiny_run_args):
 
 
 def test_over_long_prompts_are_skipped_and_counted(tmp_path, tiny_run_args):
-    from srlm.records import read_json
+    from srlm.run.records import read_json
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "short one"}) + "\n" + json.dumps({"prompt": "word " * 3000}) + "\n")
@@ -91,7 +91,7 @@ def _no_sft(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("SFT started although an input is bad")
 
-    monkeypatch.setattr("srlm.sft.run", refuse)
+    monkeypatch.setattr("srlm.loop.sft.run", refuse)
 
 
 def _calls_check_inputs(module) -> bool:

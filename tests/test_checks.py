@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from srlm import checks, data
-from srlm.config import load_config
-from srlm.records import InputError, iter_jsonl
+from srlm import checks
+from srlm.data import loaders
+from srlm.run.config import load_config
+from srlm.run.records import InputError, iter_jsonl
 
 
 def jl(*rows) -> str:
@@ -34,7 +35,7 @@ def test_packaged_default_passes_and_counts(no_model_loads):
     counts = checks.check_inputs(load_config(None))
     # Every record of the shipped files: one per non-blank line.
     def lines(source):
-        return sum(1 for path in data.source_files(source) for line in open(path, encoding="utf-8") if line.strip())
+        return sum(1 for path in loaders.source_files(source) for line in open(path, encoding="utf-8") if line.strip())
     assert counts["data/ift_examples"] == lines("embedded:ift") > 0
     assert counts["data/eft_examples"] == lines("embedded:eft") > 0
     assert counts["eval/human_pairs/human_prefs"] == lines("embedded:human_prefs") > 0
@@ -137,11 +138,11 @@ def test_eft_build_sources_and_judge(tmp_path):
     pairs.write_text(jl(pair("a"), pair("tie"), pair("b", response_a="y" * 100)))
     counts = checks.check_inputs(cfg.model_copy(update={"eft_build": cfg.eft_build.model_copy(
         update={"judge": "M0"})}))
-    oasst_groups = len(data.oasst_ranked_groups(data.source_files("embedded:oasst")[0]))
+    oasst_groups = len(loaders.oasst_ranked_groups(loaders.source_files("embedded:oasst")[0]))
     assert counts["eft_build/groups"] == oasst_groups + 2 and counts["eft_build/ties_skipped"] == 1
     # max_chars=100: the pair with a 100-character reply (16 + 100) and every long oasst group
     long_oasst = sum(len(p) + max(map(len, r)) > 100
-                     for p, r in data.oasst_ranked_groups(data.source_files("embedded:oasst")[0]))
+                     for p, r in loaders.oasst_ranked_groups(loaders.source_files("embedded:oasst")[0]))
     assert counts["eft_build/groups_over_long"] == long_oasst + 1
 
 

@@ -12,10 +12,10 @@ import shutil
 
 import pytest
 
-from srlm import evaluate, report
 from srlm.cli import main
-from srlm.records import InputError, mark_done, write_jsonl
-from srlm.report.cross import comparisons
+from srlm.evaluation import evaluate, report
+from srlm.evaluation.report.cross import comparisons
+from srlm.run.records import InputError, mark_done, write_jsonl
 
 CONFIG = "method: {method}\nseed: 42\niterations: 2\neval:\n  prompts: embedded:eval_prompts\n  k: 2\n"
 PROMPTS = [f"Question {i}?" for i in range(4)]
@@ -203,7 +203,7 @@ def test_cross_tiny_run(tmp_path, tiny_run, tiny_model, monkeypatch):
 def test_eval_wrappers_read_their_caches(tmp_path):
     """evaluate.compare and pointwise_scores, which share score_answers and pairwise_h2h with
     cross.py, still read DIR/eval/h2h_<x>_vs_<y>.jsonl and pointwise_<model>_by_<judge>.jsonl."""
-    from srlm.config import load_config
+    from srlm.run.config import load_config
 
     a = fake_run(str(tmp_path / "a"), "self_rewarding", SR)
     cfg = load_config(os.path.join(a, "config.yaml"))

@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from srlm import report
-from srlm.records import InputError
-from srlm.report.compare import labels, total_wall_s
-from srlm.report.load import load_run
+from srlm.evaluation import report
+from srlm.evaluation.report.compare import labels, total_wall_s
+from srlm.evaluation.report.load import load_run
+from srlm.run.records import InputError
 
 IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 HEADINGS = ["Runs", "Judge-human agreement", "Head-to-head win rates", "Answer length", "Preference pairs",

@@ -1,4 +1,4 @@
-"""srlm._compat: the tested version ranges (and pyproject's pins) agree, an out-of-range release logs
+"""srlm.engines._compat: the tested version ranges (and pyproject's pins) agree, an out-of-range release logs
 one WARNING, every fast path applies on the tested releases, and each one warns and leaves the
 slower standard path working when the private name it patches is missing or changed."""
 
@@ -13,10 +13,10 @@ import warnings
 import pytest
 import torch
 
-from srlm import _compat
-from srlm._compat import CompatWarning
-from srlm.backends.base import SamplingParams
-from srlm.backends.hf import HFBackend
+from srlm.engines import _compat
+from srlm.engines._compat import CompatWarning
+from srlm.engines.backends.base import SamplingParams
+from srlm.engines.backends.hf import HFBackend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUBRIC = "You grade answers. Add a point for each criterion that holds. " * 4
@@ -81,20 +81,20 @@ def test_out_of_range_version_logs_one_warning_per_process(monkeypatch, caplog):
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda d: "1.17.0" if d == "trl" else real(d))
     monkeypatch.setattr(_compat, "_versions_checked", False)
-    with caplog.at_level(logging.WARNING, logger="srlm._compat"):
+    with caplog.at_level(logging.WARNING, logger="srlm.engines._compat"):
         assert _compat.check_versions() == ["trl 1.17.0 (tested: >=1.16,<1.17)"]
         assert _compat.check_versions() == []
         _compat.checkpointing_arg()  # a touch after the first check does not log again
-    records = [r for r in caplog.records if r.name == "srlm._compat"]
+    records = [r for r in caplog.records if r.name == "srlm.engines._compat"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert "trl 1.17.0 (tested: >=1.16,<1.17)" in records[0].getMessage()
 
 
 def test_in_range_versions_log_nothing(monkeypatch, caplog):
     monkeypatch.setattr(_compat, "_versions_checked", False)
-    with caplog.at_level(logging.WARNING, logger="srlm._compat"):
+    with caplog.at_level(logging.WARNING, logger="srlm.engines._compat"):
         assert _compat.check_versions() == []
-    assert not [r for r in caplog.records if r.name == "srlm._compat"]
+    assert not [r for r in caplog.records if r.name == "srlm.engines._compat"]
 
 
 # --- every fast path applies on the tested releases -------------------------------------------------
@@ -114,7 +114,7 @@ def test_fast_paths_apply_on_tested_versions(tiny_model, tiny_tokenizer):
         with _compat.cpu_log_probs():
             assert tu._ChunkedLogProbFunction is _compat._PlainLogProbs
         assert _compat.checkpointing_arg() == "activation_checkpointing"
-        from srlm.weighted_dpo import WeightedDPOTrainer
+        from srlm.engines.weighted_dpo import WeightedDPOTrainer
 
         assert "_set_signature_columns_if_needed" in WeightedDPOTrainer.__dict__
     assert _compat_warnings(record) == []
@@ -302,8 +302,8 @@ def test_real_gguf_load_is_marked_and_cleared_without_warning():
     """transformers 5.24 sets model.hf_quantizer on a GGUF load (what clear_gguf_quantization clears)."""
     from transformers import AutoModelForCausalLM
 
-    from srlm.modeling import resolve
-    from srlm.records import InputError
+    from srlm.engines.modeling import resolve
+    from srlm.run.records import InputError
 
     try:
         ref = resolve("embedded:smollm2-135m-instruct")

@@ -1,6 +1,6 @@
 import pytest
 
-from srlm.config import Config, ConfigError, describe, load_config, packaged_config, packaged_names, save_config
+from srlm.run.config import Config, ConfigError, describe, load_config, packaged_config, packaged_names, save_config
 
 
 def test_paper_defaults():
@@ -90,7 +90,7 @@ def test_every_field_has_help():
 
 
 def test_report_to_reaches_the_trainer_arguments():
-    from srlm.training import trainer_kwargs
+    from srlm.engines.training import trainer_kwargs
 
     cfg = load_config(None, ["dpo.report_to=[tensorboard]"])
     assert trainer_kwargs(cfg, cfg.dpo, "ckpt")["report_to"] == ["tensorboard"]

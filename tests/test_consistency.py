@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from srlm.consistency import (consistency, group_by_prompt, kendall_tau, prompt_consistency, scir_agree,
-                              scir_filter)
-from srlm.records import PairRecord
+from srlm.methods.cream import consistency, group_by_prompt, kendall_tau, prompt_consistency
+from srlm.methods.scir import scir_agree, scir_filter
+from srlm.run.records import PairRecord
 
 
 def test_kendall_tau_by_hand():

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from srlm import cream
-from srlm.pairs import build_pairs, candidate_scores
-from srlm.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl
+from srlm.loop.pairs import build_pairs, candidate_scores
+from srlm.methods import cream
+from srlm.run.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl
 
 # Per prompt: candidate -> (current score, previous score). Hand-computed Kendall tau-b:
 # A: current 4 > 3 > 2 > 1, previous 3, 4, 1, 0: of the 6 pairs only (a0, a1) is discordant,
@@ -65,8 +65,8 @@ def test_confidences_by_hand():
 
 
 def test_previous_model_of_iteration():
-    from srlm.config import load_config
-    from srlm.rundir import RunDir
+    from srlm.run.config import load_config
+    from srlm.run.rundir import RunDir
     from srlm.stages import m0, previous_model
 
     cfg = load_config("cream")
@@ -117,9 +117,9 @@ def test_sequence_logps_agree_with_trl(tmp_path, tiny_model, tiny_run_args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from srlm import scir
-    from srlm.config import load_config
-    from srlm.modeling import ModelRef
+    from srlm.engines.modeling import ModelRef
+    from srlm.methods import scir
+    from srlm.run.config import load_config
 
     policy_dir = str(tmp_path / "policy")
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
@@ -145,10 +145,10 @@ def test_cream_implicit_loop_end_to_end(tmp_path, tiny_run_args):
     """The paper's CREAM: no judge; rankings by implicit rewards (M1 against M0 and M0's likelihood in
     iteration 1, M2 against M1 and M1 against M0 in iteration 2, dpo.init=previous)."""
     from srlm.cli import main
-    from srlm.config import load_config
-    from srlm.modeling import ModelRef
-    from srlm.records import ImplicitRewardRecord
-    from srlm.rundir import RunDir
+    from srlm.engines.modeling import ModelRef
+    from srlm.run.config import load_config
+    from srlm.run.records import ImplicitRewardRecord
+    from srlm.run.rundir import RunDir
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Write one sentence about {t}."}) + "\n"

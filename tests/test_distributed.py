@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from srlm.records import read_jsonl
+from srlm.run.records import read_jsonl
 from tiny import tiny_overrides, write_seed_files
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -28,7 +28,7 @@ for argv in {commands!r}:
 """
 BARRIER = """
 import os, sys, time
-from srlm.parallel import barrier, world
+from srlm.run.parallel import barrier, world
 rank, size = world()
 assert size == 2, size
 barrier()

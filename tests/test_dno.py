@@ -1,21 +1,23 @@
 """DNO (method: dno): references as judged candidates, the dno_pairs stage's margins, repetition
 negatives and replay from earlier iterations' files (hand-computed), and the loop end to end on
-the tiny model. pairs.dno_pairs and pairs.replay_mix themselves: tests/test_pair_builders.py."""
+the tiny model. dno.dno_pairs and dno.replay_mix themselves: tests/test_pair_builders.py."""
 
 import json
 import os
 
 import pytest
 
-from srlm import data, dno, spin, stages
-from srlm.config import load_config
-from srlm.pairs import candidate_scores
-from srlm.records import CandidateRecord, InputError, JudgmentRecord, PromptRecord, read_jsonl, write_jsonl
-from srlm.rundir import RunDir
+from srlm.data import loaders
+from srlm.methods import dno, spin
+from srlm import stages
+from srlm.run.config import load_config
+from srlm.loop.pairs import candidate_scores
+from srlm.run.records import CandidateRecord, InputError, JudgmentRecord, PromptRecord, read_jsonl, write_jsonl
+from srlm.run.rundir import RunDir
 
 
 def test_references_are_the_seed_answers():
-    ift = [data.IFTExample("q0", "a0 "), data.IFTExample("q1", "a1"), data.IFTExample("q2", "a2")]
+    ift = [loaders.IFTExample("q0", "a0 "), loaders.IFTExample("q1", "a1"), loaders.IFTExample("q2", "a2")]
     prompts = [PromptRecord(spin.prompt_id(2, 2), "q2", "seed", 2), PromptRecord(spin.prompt_id(2, 0), "q0", "seed", 2)]
     refs = dno.references(prompts, ift, index=4)
     assert [(r.id, r.prompt_id, r.prompt, r.response, r.index, r.finish_reason) for r in refs] == [
@@ -70,7 +72,7 @@ def test_dno_pairs_stage_by_hand(tmp_path):
                                    cand(q, 0, "x"), cand(q, 1, "y"), cand(q, 2, "z")])
     write_jsonl(rd.references(2), dno.references(
         [PromptRecord(p, "Q " + p, "seed", 2), PromptRecord(q, "Q " + q, "seed", 2)],
-        [data.IFTExample("Q " + p, "gold p"), data.IFTExample("Q " + q, "gold q")], index=4))
+        [loaders.IFTExample("Q " + p, "gold p"), loaders.IFTExample("Q " + q, "gold q")], index=4))
     # Mean scores: p-c0 4.0, p-c1 2.5, p-c2 5.0 (but repetitive), p-ref 4.5; q: 3.0, 3.0, unscored, ref 3.0.
     write_jsonl(rd.judgments(2), _judgments({
         f"{p}-c0": [4, 4], f"{p}-c1": [3, 2], f"{p}-c2": [5, 5], f"{p}-ref": [5, 4],
@@ -120,7 +122,7 @@ def test_dno_loop_end_to_end(tmp_path, tiny_run_args):
     assert main(["run", "--config", "tiny", *tiny_run_args, "method=dno", "dpo.init=previous",
                  "dno.margin=0.01", "dno.self_margin=0.02"]) == 0
     run = tiny_run_args[0].split("=", 1)[1]
-    ift = {ex.prompt: ex.response for ex in data.load_ift([os.path.join(str(tmp_path), "ift.jsonl")])}
+    ift = {ex.prompt: ex.response for ex in loaders.load_ift([os.path.join(str(tmp_path), "ift.jsonl")])}
     metrics = json.load(open(os.path.join(run, "metrics.json")))
     own_by_iter = {}
     for t in (1, 2):

@@ -6,13 +6,14 @@ import os
 
 import pytest
 
-from srlm import data, human_pairs
-from srlm.config import load_config
-from srlm.records import PairRecord, read_jsonl
+from srlm.data import loaders
+from srlm.methods import dpo_human
+from srlm.run.config import load_config
+from srlm.run.records import PairRecord, read_jsonl
 
 
 def _write_pairwise(path) -> str:
-    eval_prompt = data.load_prompts("embedded:eval_prompts")[0]["prompt"]
+    eval_prompt = loaders.load_prompts("embedded:eval_prompts")[0]["prompt"]
     rows = [
         {"prompt": "Name a colour of the sky.", "response_a": "Blue.", "response_b": "Cheese.", "label": "a"},
         {"prompt": "What is two plus two?", "response_a": "Five.", "response_b": "Four.", "label": "b"},
@@ -30,7 +31,7 @@ def _write_pairwise(path) -> str:
 def test_pairwise_file(tmp_path):
     src = _write_pairwise(tmp_path / "train.jsonl")
     cfg = load_config("tiny", ["method=dpo_human", "iterations=1", f"pairs.human_train={src}"])
-    pairs, stats = human_pairs.build(cfg)
+    pairs, stats = dpo_human.build(cfg)
     assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [
         ("Name a colour of the sky.", "Blue.", "Cheese."),
         ("What is two plus two?", "Four.", "Five."),
@@ -46,16 +47,16 @@ def test_pairwise_file(tmp_path):
 
 def test_oasst_best_vs_worst_and_subset():
     cfg = load_config("dpo-human", ["pairs.max_human_train=0"])
-    pairs, stats = human_pairs.build(cfg)
-    groups = data.oasst_ranked_groups(data.source_files("embedded:oasst")[0])
+    pairs, stats = dpo_human.build(cfg)
+    groups = loaders.oasst_ranked_groups(loaders.source_files("embedded:oasst")[0])
     assert len(pairs) == stats["human_pairs/kept"] == len(groups) - stats["human_pairs/dropped_exact_duplicate_of_eval"] \
         - stats["human_pairs/dropped_near_duplicate_of_eval"]
     best_worst = {prompt: (replies[0], replies[-1]) for prompt, replies in groups}
     for p in pairs:
         assert (p.chosen, p.rejected) == best_worst[p.prompt]
-    five = human_pairs.build(load_config("dpo-human", ["pairs.max_human_train=5"]))[0]
+    five = dpo_human.build(load_config("dpo-human", ["pairs.max_human_train=5"]))[0]
     assert len(five) == 5 and [p.id for p in five] == [p.id for p in pairs if p.id in {q.id for q in five}]
-    assert [p.id for p in five] == [p.id for p in human_pairs.build(load_config("dpo-human", ["pairs.max_human_train=5"]))[0]]
+    assert [p.id for p in five] == [p.id for p in dpo_human.build(load_config("dpo-human", ["pairs.max_human_train=5"]))[0]]
     assert [p.id for p in five] != [p.id for p in pairs[:5]] or len(pairs) == 5  # a sample, not the head
 
 

@@ -6,11 +6,11 @@ import os
 import pytest
 import torch
 
-from srlm import dpo
-from srlm.config import load_config
-from srlm.modeling import ModelRef
-from srlm.records import PairRecord, read_jsonl, write_jsonl
-from srlm.training import load_for_training
+from srlm.engines.modeling import ModelRef
+from srlm.engines.training import load_for_training
+from srlm.loop import dpo
+from srlm.run.config import load_config
+from srlm.run.records import PairRecord, read_jsonl, write_jsonl
 
 TOPICS = ["the sea", "a cat", "rain", "coffee"]
 
@@ -49,7 +49,7 @@ def test_is_weighted_and_old_pair_files_load(tmp_path):
 def test_stage_picks_trainer_and_unit_confidence_equals_plain(tmp_path, tiny_model, tiny_run_args):
     from trl import DPOTrainer
 
-    from srlm.weighted_dpo import WeightedDPOTrainer
+    from srlm.engines.weighted_dpo import WeightedDPOTrainer
 
     cfg = _cfg(tmp_path, tiny_model, tiny_run_args)
     plain, plain_losses, plain_w = _train(cfg, tiny_model, _pairs(), tmp_path / "plain")
@@ -72,7 +72,7 @@ def test_stage_picks_trainer_and_unit_confidence_equals_plain(tmp_path, tiny_mod
 
 def test_stage_metrics_say_weighted(tmp_path, tiny_model, tiny_run_args, monkeypatch):
     """dpo.run on a pairs file with confidences: dpo/weighted and the logged confidence mean."""
-    from srlm.rundir import RunDir
+    from srlm.run.rundir import RunDir
 
     cfg = _cfg(tmp_path, tiny_model, tiny_run_args)
     rd = RunDir(cfg.output_dir)

@@ -1,4 +1,4 @@
-"""EFT from ranked human replies (srlm/eft_build.py): a scripted fake judge makes every
+"""EFT from ranked human replies (srlm/loop/eft_build.py): a scripted fake judge makes every
 kept/dropped decision and count exact."""
 
 import importlib.resources
@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from srlm import data, eft_build
-from srlm.backends import Completion
-from srlm.records import InputError, read_jsonl
+from srlm.data import loaders
+from srlm.engines.backends import Completion
+from srlm.loop import eft_build
+from srlm.run.records import InputError, read_jsonl
 
 TEMPLATE = "Request: {prompt}\nReply: {response}\nJudge it."
 PARAMS = SimpleNamespace(temperature=0.7, top_p=0.9, max_new_tokens=64)
@@ -98,13 +99,13 @@ def sources(tmp_path):
 
 
 def run_build(sources, out, backend=None, chunk_size=2, eval_prompts=EVAL_PROMPTS, **kw):
-    groups, _ = eft_build.load_groups(sources)
+    groups, _ = loaders.load_groups(sources)
     return eft_build.build(groups, backend or FakeJudge(), TEMPLATE, 3, PARAMS, 7, eval_prompts, str(out),
                            chunk_size=chunk_size, **kw)
 
 
 def test_load_groups_ranks_best_first_and_skips_ties(sources):
-    groups, stats = eft_build.load_groups(sources)
+    groups, stats = loaders.load_groups(sources)
     assert [(g.prompt, g.replies) for g in groups] == [
         ("How do I boil an egg?", ["E-best", "E-mid", "E-worst"]),
         ("Name three prime numbers.", ["P-best", "P-worse"]),
@@ -146,7 +147,7 @@ def test_build_keeps_agreeing_chains_and_counts_every_drop(sources, tmp_path):
     assert len({r["id"] for r in rows}) == 5
 
     # The EFT loader reads it unchanged, rendering each through the judge template.
-    eft = data.load_eft([str(out)], TEMPLATE)
+    eft = loaders.load_eft([str(out)], TEMPLATE)
     assert [e.score for e in eft] == [5, 4, 1, 4, 3]
     assert eft[1].prompt == "Request: How do I boil an egg?\nReply: E-mid\nJudge it."
     assert eft[1].judgment == "m2\nScore: 4"
@@ -238,10 +239,10 @@ def test_stale_judgments_are_refused(sources, tmp_path):
 
 
 def test_embedded_oasst_sample_is_shipped():
-    source = eft_build.resolve_source("embedded:oasst")
+    source = loaders.resolve_source("embedded:oasst")
     assert source.startswith("oasst:") and source.endswith(os.path.join("oasst", "en_100_tree.jsonl"))
-    assert eft_build.resolve_source("x.jsonl") == "x.jsonl"
-    groups, _ = eft_build.load_groups(["embedded:oasst"])
+    assert loaders.resolve_source("x.jsonl") == "x.jsonl"
+    groups, _ = loaders.load_groups(["embedded:oasst"])
     # 99 of the sample's 212 ranked reply groups are first-turn (its README).
     assert len(groups) == 99 and all(len(g.replies) >= 2 for g in groups)
     root = importlib.resources.files("srlm.seed").joinpath("oasst")

@@ -21,7 +21,7 @@ def run_copy(tmp_path, tiny_run):
 def test_eval_with_openai_judge(run_copy, tmp_path, tiny_model, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from srlm.backends.hf import HFBackend
+    from srlm.engines.backends.hf import HFBackend
 
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text("".join(json.dumps({"prompt": f"Q{i}", "response_a": "good answer", "response_b": "bad",

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from srlm.data import HumanPair
-from srlm.evaluate import (agreement, baselines, bootstrap_ci, head_to_head, length_baseline, length_stats,
-                           load_human_source, parse_verdict, pointwise_head_to_head, swap_consistency,
-                           win_rate_at_equal_length)
+from srlm.data.loaders import HumanPair
+from srlm.evaluation.evaluate import (agreement, baselines, bootstrap_ci, head_to_head, length_baseline, length_stats,
+                                      load_human_source, parse_verdict, pointwise_head_to_head, swap_consistency,
+                                      win_rate_at_equal_length)
 
 
 def hp(label):
@@ -183,7 +183,7 @@ def test_length_stats():
 
 
 def test_summary_prints_agreement_beside_the_length_baseline(capsys):
-    from srlm.summary import print_summary
+    from srlm.evaluation.summary import print_summary
 
     ev = {"baselines": {"prefs": {"length": {"accuracy": 0.675}, "by_category": {"math": {"length": {"accuracy": 0.25}}}}},
           "judge_agreement": {"prefs": {"M0": {"accuracy": 0.5, "by_category": {"math": {"accuracy": 0.125}}}}},
@@ -202,8 +202,8 @@ def test_summary_prints_agreement_beside_the_length_baseline(capsys):
 
 
 def test_cache_recomputes_when_the_judge_changes(tmp_path):
-    from srlm.evaluate import _cached
-    from srlm.records import mark_done, write_jsonl
+    from srlm.evaluation.evaluate import _cached
+    from srlm.run.records import mark_done, write_jsonl
 
     out = str(tmp_path / "pointwise_M1_by_judge.jsonl")
     assert not _cached(out, {"judge": "self"})
@@ -216,7 +216,7 @@ def test_cache_recomputes_when_the_judge_changes(tmp_path):
 
 
 def test_summary_shows_method_rows_only_when_a_run_has_them(capsys):
-    from srlm.summary import print_summary
+    from srlm.evaluation.summary import print_summary
 
     plain = {"iter_1": {"pairs/kept": 3}, "iter_2": {"pairs/kept": 4}}
     print_summary("RUN", plain)
@@ -228,9 +228,9 @@ def test_summary_shows_method_rows_only_when_a_run_has_them(capsys):
 
 
 def test_agreement_cache_recomputes_for_other_pairs_or_judge_settings(tmp_path):
-    from srlm.config import load_config
-    from srlm.evaluate import _cached, judge_settings
-    from srlm.records import mark_done, write_jsonl
+    from srlm.run.config import load_config
+    from srlm.evaluation.evaluate import _cached, judge_settings
+    from srlm.run.records import mark_done, write_jsonl
 
     cfg = load_config(None)
     out = str(tmp_path / "agreement_x_M1.jsonl")

@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from srlm import rubric
-from srlm.backends.base import SamplingParams
-from srlm.backends.hf import HFBackend
-from srlm.repetition import RepetitionGuard, cut_repeated_text, find_repetition
+from srlm.data import rubric
+from srlm.engines.backends.base import SamplingParams
+from srlm.engines.backends.hf import HFBackend
+from srlm.data.repetition import RepetitionGuard, cut_repeated_text, find_repetition
 
 
 def digit_distribution_by_hand(backend, chat, assistant_text):
@@ -46,8 +46,8 @@ def test_forced_prefix_matches_logits(m1_backend):
 def test_expected_scores_in_judging(m1_backend, tiny_run):
     """Judgments that write a score line carry the distribution at their digit (checked by a
     teacher-forced forward pass); the others are scored from a forced prefix; none is lost."""
-    from srlm.config import JudgeConfig, load_config
-    from srlm.judge import judge_items
+    from srlm.run.config import JudgeConfig, load_config
+    from srlm.loop.judge import judge_items
 
     from tiny import TOPICS
 

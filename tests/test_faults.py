@@ -1,4 +1,4 @@
-"""Crash tests: a tiny run is killed with SIGKILL at fault points (srlm.faults) in every stage,
+"""Crash tests: a tiny run is killed with SIGKILL at fault points (srlm.run.faults) in every stage,
 rerun until it finishes, and must end with exactly the artifacts of the uninterrupted tiny_run:
 the same prompts, candidates, judgments and pairs of both iterations, the same metrics (timings
 aside) and the same weights. Plus hand-made damage: a torn `.partial` line, unreadable and
@@ -20,7 +20,7 @@ import sys
 import pytest
 import torch
 
-from srlm.records import read_jsonl
+from srlm.run.records import read_jsonl
 from tiny import tiny_overrides, write_seed_files
 
 # transformers' default callbacks get TrainerFaults, so kills land mid-training even while the
@@ -28,7 +28,7 @@ from tiny import tiny_overrides, write_seed_files
 RUNNER = """
 import sys
 import transformers.trainer as T
-from srlm.faults import TrainerFaults
+from srlm.run.faults import TrainerFaults
 T.DEFAULT_CALLBACKS = [*T.DEFAULT_CALLBACKS, TrainerFaults]
 from srlm.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -107,7 +107,7 @@ def kill_chain(tmp_path, tiny_model, tiny_run, points: list[str]) -> None:
     assert_same_run(str(tmp_path / "run"), tiny_run)
 
 
-# Fault points are regular expressions over "name detail" lines (srlm.faults); the tiny loop
+# Fault points are regular expressions over "name detail" lines (srlm.run.faults); the tiny loop
 # trains SFT for 60 steps (checkpoints at 20, 40, 60) and DPO for one step per iteration.
 SFT_MID = r"^train_step .*/checkpoints/sft step 30$"  # resumes from checkpoint-20: RNG, data order, optimizer
 SAMPLE_CHUNK = r"^append_jsonl .*/iter_1/candidates\.jsonl\.partial"  # one sampled chunk of two kept
@@ -129,7 +129,7 @@ EVERY_STAGE = [
 
 def test_point_kills_on_the_nth_matching_call_and_logs_every_call(tmp_path):
     log = tmp_path / "log"
-    code = "from srlm.faults import point\nfor n in 'abcbd': point(n, 'x' if n == 'a' else '')\nprint('survived')"
+    code = "from srlm.run.faults import point\nfor n in 'abcbd': point(n, 'x' if n == 'a' else '')\nprint('survived')"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRLM_FAULT_")}
     run = lambda **e: subprocess.run([sys.executable, "-c", code], env=env | e, capture_output=True, text=True,
                                       check=False)
@@ -213,7 +213,7 @@ def test_kill_between_marker_and_metrics_keeps_the_metrics(tmp_path, copy_of_run
 
 
 def test_resume_skips_a_checkpoint_left_incomplete_by_a_kill(tmp_path):
-    from srlm.training import last_checkpoint
+    from srlm.engines.training import last_checkpoint
 
     for step, files in ((20, ["model.safetensors", "optimizer.pt", "rng_state.pth", "trainer_state.json"]),
                         (40, ["model.safetensors"])):  # killed after the weights, before the rest

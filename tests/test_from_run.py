@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from srlm.config import ConfigError, load_config
 from srlm.pipeline import freshness, prepare, start_from
-from srlm.rundir import RunDir
+from srlm.run.config import ConfigError, load_config
+from srlm.run.rundir import RunDir
 from srlm.stages import BY_NAME
 
 

@@ -1,5 +1,6 @@
-"""IFEval (srlm.ifeval): the shipped prompts, lm-eval's checkers offline, the four accuracies and
-their bootstrap intervals, and a tiny-model answer + score + summarize run."""
+"""IFEval (srlm.data.ifeval_checks, srlm.evaluation.ifeval): the shipped prompts, lm-eval's
+checkers offline, the four accuracies and their bootstrap intervals, and a tiny-model answer +
+score + summarize run."""
 
 import os
 import subprocess
@@ -7,50 +8,51 @@ import sys
 
 import pytest
 
-from srlm import ifeval
-from srlm.records import InputError
+from srlm.data import ifeval_checks
+from srlm.evaluation import ifeval
+from srlm.run.records import InputError
 
 NAMES = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "score", "score_loose")
 
 
 def prompt(key: int) -> dict:
-    return next(p for p in ifeval.load_prompts() if p["key"] == key)
+    return next(p for p in ifeval_checks.load_prompts() if p["key"] == key)
 
 
 def verdicts(key: int, response: str) -> tuple[list[bool], list[bool]]:
-    (row,) = ifeval.score([{**prompt(key), "response": response}])
+    (row,) = ifeval_checks.score([{**prompt(key), "response": response}])
     return row["strict_follow"], row["loose_follow"]
 
 
 # --- data ---------------------------------------------------------------------------------------
 
 def test_shipped_prompts_are_ifeval():
-    rows = ifeval.load_prompts()
+    rows = ifeval_checks.load_prompts()
     assert len(rows) == 541
     assert len({r["key"] for r in rows}) == 541
     assert sum(len(r["instruction_id_list"]) for r in rows) == 834
     assert all(set(r) == {"key", "prompt", "instruction_id_list", "kwargs"} for r in rows)
     assert all(len(r["instruction_id_list"]) == len(r["kwargs"]) for r in rows)
-    registry = ifeval._checkers().instructions_registry.INSTRUCTION_DICT
+    registry = ifeval_checks._checkers().instructions_registry.INSTRUCTION_DICT
     assert {i for r in rows for i in r["instruction_id_list"]} <= set(registry)
     assert rows[0]["key"] == 1000 and rows[-1]["key"] == 3757  # upstream file order
 
 
 def test_subset_is_seeded_and_deterministic():
-    a = [p["key"] for p in ifeval.load_prompts(20, seed=3)]
-    assert a == [p["key"] for p in ifeval.load_prompts(20, seed=3)]
+    a = [p["key"] for p in ifeval_checks.load_prompts(20, seed=3)]
+    assert a == [p["key"] for p in ifeval_checks.load_prompts(20, seed=3)]
     assert len(set(a)) == 20
-    assert a != [p["key"] for p in ifeval.load_prompts(20, seed=4)]
-    order = {p["key"]: i for i, p in enumerate(ifeval.load_prompts())}
+    assert a != [p["key"] for p in ifeval_checks.load_prompts(20, seed=4)]
+    order = {p["key"]: i for i, p in enumerate(ifeval_checks.load_prompts())}
     assert [order[k] for k in a] == sorted(order[k] for k in a)  # kept in file order
-    assert len(ifeval.load_prompts(0)) == len(ifeval.load_prompts(10_000)) == 541
+    assert len(ifeval_checks.load_prompts(0)) == len(ifeval_checks.load_prompts(10_000)) == 541
     with pytest.raises(InputError):
-        ifeval.load_prompts(-1)
+        ifeval_checks.load_prompts(-1)
 
 
 def test_load_prompts_returns_copies():
-    ifeval.load_prompts(1)[0]["kwargs"].append({"x": 1})
-    assert all({"x": 1} not in p["kwargs"] for p in ifeval.load_prompts())
+    ifeval_checks.load_prompts(1)[0]["kwargs"].append({"x": 1})
+    assert all({"x": 1} not in p["kwargs"] for p in ifeval_checks.load_prompts())
 
 
 # --- lm-eval's checkers on hand-written answers ------------------------------------------------
@@ -102,11 +104,11 @@ def test_checkers_run_offline_in_a_fresh_process(tmp_path):
         "socket.create_connection = no_net\n"
         "import nltk\n"
         "nltk.data.path[:] = []\n"
-        "from srlm import ifeval\n"
-        "p = [r for r in ifeval.load_prompts() if r['key'] == 1476][0]\n"
+        "from srlm.data import ifeval_checks\n"
+        "p = [r for r in ifeval_checks.load_prompts() if r['key'] == 1476][0]\n"
         "assert p['kwargs'][1] == {'relation': 'less than', 'num_sentences': 3}\n"
         "rows = [{**p, 'response': 'Hello Mr. Smith. It is sunny.'}, {**p, 'response': 'Hi. It is sunny. Bye.'}]\n"
-        "print([r['strict_follow'] for r in ifeval.score(rows)])\n"
+        "print([r['strict_follow'] for r in ifeval_checks.score(rows)])\n"
         "from nltk.tokenize.punkt import load_punkt_params\n"
         "from punkt.data import english\n"
         "params = load_punkt_params(nltk.data.find('tokenizers/punkt_tab/english/'))\n"
@@ -114,7 +116,7 @@ def test_checkers_run_offline_in_a_fresh_process(tmp_path):
         "assert params.collocations == set(english.COLLOCATIONS)\n"
         "assert params.sent_starters == set(english.SENT_STARTERS)\n"
         "assert dict(params.ortho_context) == dict(english.ORTHO_CONTEXT)\n"
-        "assert nltk.data.find('tokenizers/punkt_tab/english/').path.startswith(ifeval._punkt_root.name)\n"
+        "assert nltk.data.find('tokenizers/punkt_tab/english/').path.startswith(ifeval_checks._punkt_root.name)\n"
     )
     env = {**os.environ, "HOME": str(tmp_path), "NLTK_DATA": str(tmp_path / "none")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -126,7 +128,7 @@ def test_checkers_run_offline_in_a_fresh_process(tmp_path):
 
 def test_a_download_attempt_is_refused():
     with pytest.raises(RuntimeError, match="offline"):
-        ifeval._refuse_download("punkt_tab")
+        ifeval_checks._refuse_download("punkt_tab")
 
 
 # --- aggregation --------------------------------------------------------------------------------
@@ -256,17 +258,17 @@ def test_subset_keeps_rows_whose_every_instruction_is_in_the_set():
 # --- a tiny model, end to end -------------------------------------------------------------------
 
 def test_tiny_model_answer_score_summarize(tiny_model):
-    from srlm.backends.hf import HFBackend
-    from srlm.modeling import ModelRef, load_model, load_tokenizer
+    from srlm.engines.backends.hf import HFBackend
+    from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
 
     ref = ModelRef(tiny_model)
     backend = HFBackend(load_model(ref), load_tokenizer(ref), batch_size=4)
-    prompts = ifeval.load_prompts(size=3, seed=0)
+    prompts = ifeval_checks.load_prompts(size=3, seed=0)
     rows = ifeval.answer(backend, prompts, max_new_tokens=8, seed=0)
     assert [r["key"] for r in rows] == [p["key"] for p in prompts]
     assert all(0 < r["num_tokens"] <= 8 and r["finish_reason"] in ("stop", "length") for r in rows)
     assert rows == ifeval.answer(backend, prompts, max_new_tokens=8, seed=1)  # greedy: seed-free
-    scored = ifeval.score(rows)
+    scored = ifeval_checks.score(rows)
     assert all(len(r["strict_follow"]) == len(r["loose_follow"]) == len(r["instruction_id_list"]) for r in scored)
     s = ifeval.summarize(scored, seed=0, bootstrap=100)
     for k in NAMES:
@@ -280,10 +282,10 @@ def test_tiny_model_answer_score_summarize(tiny_model):
 
 def test_score_takes_instructions_from_the_shipped_prompts_by_key():
     p = prompt(1001)
-    (row,) = ifeval.score([{"key": 1001, "prompt": p["prompt"], "response": "No commas at all here."}])
+    (row,) = ifeval_checks.score([{"key": 1001, "prompt": p["prompt"], "response": "No commas at all here."}])
     assert row["instruction_id_list"] == ["punctuation:no_comma"] and row["strict_follow"] == [True]
     with pytest.raises(InputError):
-        ifeval.score([{"key": -5, "prompt": "?", "response": "x"}])
+        ifeval_checks.score([{"key": -5, "prompt": "?", "response": "x"}])
 
 
 def test_random_fallback_of_a_checker_is_seeded_per_prompt():
@@ -295,7 +297,7 @@ def test_random_fallback_of_a_checker_is_seeded_per_prompt():
     p = prompt(1122)
     assert p["kwargs"][1] == {"let_relation": "at least", "letter": "#", "let_frequency": 4}
     rows = [{**p, "response": "".join(c * 4 for c in "abcdefghijklm")}]  # half the alphabet, 4 each
-    verdicts = {tuple(ifeval.score(rows)[0]["strict_follow"] + ifeval.score(rows)[0]["loose_follow"])
+    verdicts = {tuple(ifeval_checks.score(rows)[0]["strict_follow"] + ifeval_checks.score(rows)[0]["loose_follow"])
                 for _ in range(12)}
     assert len(verdicts) == 1  # unseeded: 12 draws of a letter agree on either half w.p. 2 / 2**12
     (v,) = verdicts
@@ -303,5 +305,5 @@ def test_random_fallback_of_a_checker_is_seeded_per_prompt():
     random.seed(7)
     expected = random.random()
     random.seed(7)
-    ifeval.score(rows)
+    ifeval_checks.score(rows)
     assert random.random() == expected

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from srlm import ifeval
-from srlm.evaluate import ifeval_breakdown, ifeval_split
-from srlm.records import mark_done, write_jsonl
+from srlm.evaluation import ifeval
+from srlm.evaluation.evaluate import ifeval_breakdown, ifeval_split
+from srlm.run.records import mark_done, write_jsonl
 
 T, F = True, False
 HELD = "punctuation:no_comma"
@@ -101,7 +101,7 @@ def test_breakdown_needs_finished_caches(tmp_path):
 
 
 def test_console_summary_leads_with_ifeval_and_its_deltas(capsys):
-    from srlm.summary import print_summary
+    from srlm.evaluation.summary import print_summary
 
     ev = {"judge_agreement": {"prefs": {"M0": {"accuracy": 0.5}}},
           "ifeval": {"M0": {"ifeval/score": 0.25, "ifeval/mean_response_chars": 812.0,
@@ -121,8 +121,8 @@ def test_console_summary_leads_with_ifeval_and_its_deltas(capsys):
 
 @pytest.mark.parametrize("skipped", [True, False])
 def test_m1_reuses_m0_ifeval_only_when_sft_was_skipped(tmp_path, skipped):
-    from srlm.evaluate import ifeval_model
-    from srlm.rundir import RunDir
+    from srlm.evaluation.evaluate import ifeval_model
+    from srlm.run.rundir import RunDir
 
     run = str(tmp_path)
     rd = RunDir(run)

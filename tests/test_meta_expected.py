@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from srlm import meta_judge
-from srlm.backends import scoring
-from srlm.backends.hf import HFBackend
-from srlm.config import Config, with_overrides
-from srlm.meta import FORCED_VERDICT_PREFIX, decide_verdict, forced_verdict_prefix, parse_meta_verdict
-from srlm.modeling import ModelRef, load_model, load_tokenizer
-from srlm.records import CandidateRecord, JudgmentRecord, MetaJudgmentRecord, read_jsonl, write_jsonl
-from srlm.rundir import RunDir
+from srlm.methods import meta_rewarding
+from srlm.engines.backends import scoring
+from srlm.engines.backends.hf import HFBackend
+from srlm.run.config import Config, with_overrides
+from srlm.methods.meta_rewarding import FORCED_VERDICT_PREFIX, decide_verdict, forced_verdict_prefix, parse_meta_verdict
+from srlm.engines.modeling import ModelRef, load_model, load_tokenizer
+from srlm.run.records import CandidateRecord, JudgmentRecord, MetaJudgmentRecord, read_jsonl, write_jsonl
+from srlm.run.rundir import RunDir
 
 CHATS = [
     [{"role": "user", "content": "Which grading is better? Think briefly."}],
@@ -144,14 +144,14 @@ def test_expected_verdicts_and_metrics():
         _rec(0, "Fine.\nWinner: Judgement A"),  # parsed A, probabilities say B
         _rec(1, "No verdict here."),  # forced: A
         _rec(2, "Winner: Judgement C"),  # forced, a tie: undecided
-        _rec(3, "", error=meta_judge.OVER_CONTEXT),  # never read
+        _rec(3, "", error=meta_rewarding.OVER_CONTEXT),  # never read
         _rec(4, "Hmm.\nWinner: Judgement B"),  # the engine has no probabilities: parsed B stays
     ]
     f = FORCED_VERDICT_PREFIX
     backend = FakeBackend({"Fine.\n" + f: [0.25, 0.75], "No verdict here.\n" + f: [0.9, 0.1], f: [0.5, 0.5],
                            "Hmm.\n" + f: None})
     chats = [[{"role": "user", "content": f"chat {i}"}] for i in range(5)]
-    meta_judge.expected_verdicts(backend, chats, recs)
+    meta_rewarding.expected_verdicts(backend, chats, recs)
     (called, prefixes, choices), = backend.calls
     assert called == [chats[i] for i in (0, 1, 2, 4)] and choices == ["A", "B"]
     assert prefixes == ["Fine.\n" + f, "No verdict here.\n" + f, f, "Hmm.\n" + f]
@@ -160,7 +160,7 @@ def test_expected_verdicts_and_metrics():
                    (None, None, "expected", [0.5, 0.5], True), (None, None, "parsed", None, False),
                    ("B", "B", "parsed", None, False)]
     assert recs[1].error == "no 'Winner: Judgement A|B' line"  # the parse error is kept
-    stats = meta_judge.summarize([dataclasses.asdict(r) for r in recs])
+    stats = meta_rewarding.summarize([dataclasses.asdict(r) for r in recs])
     # Parsed verdicts: m0 and m4 -> 3 failures. Final: B, A, None, None, B -> first-position rate 1/3.
     assert stats["meta/meta_judgments"] == 5 and stats["meta/parse_failures"] == 3
     assert stats["meta/parse_failure_rate"] == pytest.approx(0.6) and stats["meta/undecided"] == 2
@@ -170,7 +170,7 @@ def test_expected_verdicts_and_metrics():
     # Parsed-mode records (no mode field: files from before expected mode): unchanged metrics.
     old = [{k: v for k, v in dataclasses.asdict(r).items() if k in ("verdict", "error")} for r in
            (_rec(0, "Winner: Judgement A"), _rec(1, "x"))]
-    stats = meta_judge.summarize(old)
+    stats = meta_rewarding.summarize(old)
     assert (stats["meta/parse_failures"], stats["meta/undecided"], stats["meta/verdicts_forced"]) == (1, 1, 0)
     assert stats["meta/mean_verdict_confidence"] is None and stats["meta/position_bias"] == 1.0
 
@@ -203,7 +203,7 @@ def test_meta_judge_stage_on_the_tiny_model(tmp_path, hf, scoring):
     _stage_inputs(rd)
     cfg = with_overrides(Config(), ["method=meta_rewarding", f"meta.scoring={scoring}", "meta.max_new_tokens=8",
                                     "meta.chunk_size=5"])
-    stats = meta_judge.run(cfg, rd, 1, hf)
+    stats = meta_rewarding.run(cfg, rd, 1, hf)
     recs = read_jsonl(rd.meta_judgments(1), MetaJudgmentRecord)
     assert len(recs) == stats["meta/meta_judgments"] == 12 and stats["meta/selected"] == 2
     assert stats["meta/parse_failures"] == sum(r.parsed_verdict is None for r in recs)
@@ -223,14 +223,14 @@ def test_meta_judge_stage_on_the_tiny_model(tmp_path, hf, scoring):
         sum(max(r.verdict_probs) for r in recs) / 12) and stats["meta/mean_verdict_confidence"] >= 0.5
     assert stats["meta/position_bias"] == pytest.approx(sum(r.verdict == "A" for r in recs) / 12)
     # One record by hand: the meta-judge chat rebuilt, its text cut and the prefix forced.
-    from srlm import rubric
-    from srlm.meta import META_JUDGE_TEMPLATE, render_meta
+    from srlm.data import rubric
+    from srlm.methods.meta_rewarding import META_JUDGE_TEMPLATE, render_meta
 
     cands = {c.id: c for c in read_jsonl(rd.candidates(1), CandidateRecord)}
     juds = {j.id: j for j in read_jsonl(rd.judgments(1), JudgmentRecord)}
     r = recs[-1]
     c = cands[r.candidate_id]
-    chat = [{"role": "user", "content": render_meta(META_JUDGE_TEMPLATE, meta_judge.rubric_of(rubric.load_template()),
+    chat = [{"role": "user", "content": render_meta(META_JUDGE_TEMPLATE, meta_rewarding.rubric_of(rubric.load_template()),
                                                     c.prompt, c.response, juds[r.judgment_a].text,
                                                     juds[r.judgment_b].text)}]
     want, _ = choice_probs_by_hand(hf, chat, forced_verdict_prefix(r.text).rstrip(" "), ["A", "B"])

@@ -1,4 +1,4 @@
-"""Meta-Rewarding wired into the loop (meta_judge.py): which judgments are meta-judged, judge
+"""Meta-Rewarding wired into the loop (methods/meta_rewarding.py): which judgments are meta-judged, judge
 pairs from fake verdicts on a hand-computed case (position weights, Bradley-Terry, length
 filter), the judge/actor mix, the schedule, and a tiny end-to-end run."""
 
@@ -8,12 +8,14 @@ import os
 
 import pytest
 
-from srlm import meta_judge, rubric, stages
-from srlm.config import Config, ConfigError, load_config, with_overrides
-from srlm.meta import parse_meta_verdict, render_meta
-from srlm.records import (CandidateRecord, JudgePairRecord, JudgmentRecord, MetaJudgmentRecord, PairRecord,
-                          read_jsonl, write_jsonl)
-from srlm.rundir import RunDir
+from srlm.methods import meta_rewarding
+from srlm.data import rubric
+from srlm import stages
+from srlm.run.config import Config, ConfigError, load_config, with_overrides
+from srlm.methods.meta_rewarding import parse_meta_verdict, render_meta
+from srlm.run.records import (CandidateRecord, JudgePairRecord, JudgmentRecord, MetaJudgmentRecord, PairRecord,
+                              read_jsonl, write_jsonl)
+from srlm.run.rundir import RunDir
 
 TEMPLATE = "Rate 0-5.\n<request>\n{prompt}\n</request>\n{response}"
 
@@ -38,11 +40,11 @@ def _meta(cid, a, b, verdict):
 
 def test_rubric_of_templates():
     embedded = rubric.load_template()
-    text = meta_judge.rubric_of(embedded)
+    text = meta_rewarding.rubric_of(embedded)
     assert text.startswith("Grade how well") and text.endswith("Score: <an integer from 0 to 5>")
     assert "<request>" not in text and "{prompt}" not in text
-    assert meta_judge.rubric_of(TEMPLATE) == "Rate 0-5."
-    assert meta_judge.rubric_of("{prompt}\n{response}\nRate it.") == ""
+    assert meta_rewarding.rubric_of(TEMPLATE) == "Rate 0-5."
+    assert meta_rewarding.rubric_of("{prompt}\n{response}\nRate it.") == ""
 
 
 def test_select_judgments_most_varied_candidate_with_score_lines():
@@ -55,7 +57,7 @@ def test_select_judgments_most_varied_candidate_with_score_lines():
         _jud("p1-c2", 0, 0), _jud("p1-c2", 1, 5, parsed=False),
         _jud("p2-c0", 0, 2), _jud("p2-c1", 0, 4), _jud("p2-c1", 1, 4, parsed=False),  # nobody has two
     ]
-    got = meta_judge.select_judgments(cands, judgments)
+    got = meta_rewarding.select_judgments(cands, judgments)
     assert [(c.id, [j.sample for j in js]) for c, js in got] == [("p1-c1", [0, 1, 2])]
 
 
@@ -86,7 +88,7 @@ def test_judge_pairs_hand_computed():
     # W: B01 = w1 = 1/3, B10 = 0. Two items with prior 0.1: e0 - e1 = ln((1/3 + 0.1) / 0.1) = ln(13/3),
     #    mean zero -> e0 = ln(13/3)/2, e1 = -ln(13/3)/2.
     # Y: B01 = w1 (j0 first wins), B10 = w1 (j1 first wins): a tie -> dropped.
-    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, max_chosen_words=0)
+    pairs, stats = meta_rewarding.build_judge_pairs(cands, judgments, metas, TEMPLATE, max_chosen_words=0)
     assert stats["weight_first"] == pytest.approx(1 / 3) and stats["weight_second"] == pytest.approx(2 / 3)
     assert [(p.candidate_id, p.chosen_id, p.rejected_id) for p in pairs] == [
         ("p1-c0", "p1-c0-j0", "p1-c0-j2"), ("p2-c0", "p2-c0-j0", "p2-c0-j1")]
@@ -100,9 +102,9 @@ def test_judge_pairs_hand_computed():
     # X's strengths are ordered j0 > j1 > j2.
     assert pairs[0].score_chosen > 0 > pairs[0].score_rejected
     # Length filter: W's chosen judgment has 7 words.
-    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, max_chosen_words=6)
+    pairs, stats = meta_rewarding.build_judge_pairs(cands, judgments, metas, TEMPLATE, max_chosen_words=6)
     assert [p.candidate_id for p in pairs] == ["p1-c0"] and stats["dropped_too_long"] == 1
-    pairs, _ = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, max_chosen_words=7)
+    pairs, _ = meta_rewarding.build_judge_pairs(cands, judgments, metas, TEMPLATE, max_chosen_words=7)
     assert len(pairs) == 2
 
 
@@ -110,13 +112,13 @@ def test_unparsed_verdicts_give_no_pairs():
     cands, judgments, metas = _fake_iteration()
     for m in metas:
         m.verdict = None
-    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
+    pairs, stats = meta_rewarding.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
     assert pairs == [] and stats["dropped_tie"] == 3 and (stats["weight_first"], stats["weight_second"]) == (0, 0)
 
 
 def test_summarize_position_bias():
     _, _, metas = _fake_iteration()
-    stats = meta_judge.summarize([m.__dict__ for m in metas])
+    stats = meta_rewarding.summarize([m.__dict__ for m in metas])
     assert stats["meta/meta_judgments"] == 10 and stats["meta/parse_failures"] == 1
     assert stats["meta/position_bias"] == pytest.approx(6 / 9)
 
@@ -124,12 +126,12 @@ def test_summarize_position_bias():
 def test_cap_judge_pairs():
     five = list("abcde")
     # 0.25 / 0.75 * 6 actor pairs = 2 judge pairs at most (2 of 8 = 25%).
-    kept, dropped = meta_judge.cap_judge_pairs(five, 6, 0.25, "s")
+    kept, dropped = meta_rewarding.cap_judge_pairs(five, 6, 0.25, "s")
     assert len(kept) == 2 and dropped == 3 and kept == sorted(kept) and set(kept) <= set(five)
-    assert kept == meta_judge.cap_judge_pairs(five, 6, 0.25, "s")[0]  # seeded
-    assert meta_judge.cap_judge_pairs(five, 6, None, "s") == (five, 0)
-    assert meta_judge.cap_judge_pairs(five, 5, 0.5, "s") == (five, 0)  # cap 5: all fit
-    assert meta_judge.cap_judge_pairs(five, 0, 0.5, "s") == ([], 5)
+    assert kept == meta_rewarding.cap_judge_pairs(five, 6, 0.25, "s")[0]  # seeded
+    assert meta_rewarding.cap_judge_pairs(five, 6, None, "s") == (five, 0)
+    assert meta_rewarding.cap_judge_pairs(five, 5, 0.5, "s") == (five, 0)  # cap 5: all fit
+    assert meta_rewarding.cap_judge_pairs(five, 0, 0.5, "s") == ([], 5)
 
 
 def test_schedule_and_dpo_inputs():
@@ -209,7 +211,7 @@ def test_meta_rewarding_tiny_run(tmp_path, tiny_run_args):
 
 
 def test_soft_battle_matrix_hand_computed():
-    from srlm.meta import soft_battle_matrix
+    from srlm.methods.meta_rewarding import soft_battle_matrix
 
     # (0 first, P(A)=0.9) and (1 first, P(A)=0.7): B01 = 0.9 + (1 - 0.7) = 1.2, B10 = 0.1 + 0.7 = 0.8.
     # (0, 2) has no swapped order: a lone order keeps its position bias, so it counts nowhere.
@@ -226,11 +228,11 @@ def test_expected_verdicts_rank_an_a_always_meta_judge():
     cands = [_cand("p1-c0", "p1", 0)]
     judgments = [_jud("p1-c0", 0, 4), _jud("p1-c0", 1, 2)]
     metas = [_meta("p1-c0", 0, 1, "A"), _meta("p1-c0", 1, 0, "A")]
-    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
+    pairs, stats = meta_rewarding.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
     assert pairs == [] and stats["dropped_tie"] == 1 and stats["soft_ranked"] == 0
     for m, p_a in zip(metas, (0.9, 0.7)):
         m.mode, m.verdict_probs = "expected", [p_a, 1 - p_a]
-    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
+    pairs, stats = meta_rewarding.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
     assert stats["soft_ranked"] == 1 and stats["dropped_tie"] == 0
     assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p1-c0-j0", "p1-c0-j1")]
     # Bradley-Terry with 0.1 pseudo-wins: e0 - e1 = ln((1.2 + 0.1) / (0.8 + 0.1)) = ln(13/9).
@@ -238,5 +240,5 @@ def test_expected_verdicts_rank_an_a_always_meta_judge():
     # Equal pulls in both orders (0.8 and 0.8): no preference beyond position -> a tie.
     for m in metas:
         m.verdict_probs = [0.8, 0.2]
-    pairs, stats = meta_judge.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
+    pairs, stats = meta_rewarding.build_judge_pairs(cands, judgments, metas, TEMPLATE, 0)
     assert pairs == [] and stats["dropped_tie"] == 1

@@ -3,7 +3,7 @@ side-by-side comparisons (issue 10) rely on it, so a change to default.yaml must
 
 import pytest
 
-from srlm.config import load_config, to_dict
+from srlm.run.config import load_config, to_dict
 
 SHARED = ("seed", "model", "data", "sft", "eft_build", "eval", "backend", "judge")
 

@@ -3,8 +3,10 @@ import statistics
 
 import pytest
 
-from srlm.pairs import build_pairs, dno_pairs, length_controlled_pairs, replay_mix, spin_pairs
-from srlm.records import CandidateRecord, PairRecord
+from srlm.loop.pairs import build_pairs, length_controlled_pairs
+from srlm.methods.dno import dno_pairs, replay_mix
+from srlm.methods.spin import spin_pairs
+from srlm.run.records import CandidateRecord, PairRecord
 
 
 def cand(pid, i, text="x"):

@@ -1,5 +1,5 @@
-from srlm.pairs import build_pairs, candidate_scores
-from srlm.records import CandidateRecord, JudgmentRecord
+from srlm.loop.pairs import build_pairs, candidate_scores
+from srlm.run.records import CandidateRecord, JudgmentRecord
 
 
 def cand(pid, i, text="x"):

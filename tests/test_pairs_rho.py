@@ -3,10 +3,10 @@ hand-computed case, per-iteration lists, and rho = 0 giving exactly today's pair
 
 import pytest
 
-from srlm import pairs
-from srlm.config import Config, ConfigError, load_config, with_overrides
-from srlm.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl, write_jsonl
-from srlm.rundir import RunDir
+from srlm.loop import pairs
+from srlm.run.config import Config, ConfigError, load_config, with_overrides
+from srlm.run.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl, write_jsonl
+from srlm.run.rundir import RunDir
 
 # Prompt p1, two judgments per candidate (None = unparsed, excluded):
 #   c0: 10 chars, scores 5, 5    -> 5.0

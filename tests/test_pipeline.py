@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from srlm.config import load_config
-from srlm.records import CandidateRecord, JudgmentRecord, PairRecord, PromptRecord, read_jsonl
+from srlm.run.config import load_config
+from srlm.run.records import CandidateRecord, JudgmentRecord, PairRecord, PromptRecord, read_jsonl
 
 
 def test_run_directory_contract(tiny_run):

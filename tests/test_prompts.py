@@ -4,7 +4,8 @@ from types import SimpleNamespace
 import pytest
 from rouge_score import rouge_scorer
 
-from srlm.prompts import NearDuplicateIndex, clean, filter_prompt, is_degenerate, rouge_l, rouge_tokens, words
+from srlm.data.dedup import NearDuplicateIndex, rouge_l, rouge_tokens, words
+from srlm.loop.prompts import clean, filter_prompt, is_degenerate
 
 LIB = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)  # Self-Instruct's scorer
 

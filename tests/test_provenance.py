@@ -7,10 +7,10 @@ import os
 import shutil
 
 from srlm.cli import main
-from srlm.config import load_config
 from srlm.pipeline import freshness
-from srlm.records import read_jsonl
-from srlm.rundir import RunDir
+from srlm.run.config import load_config
+from srlm.run.records import read_jsonl
+from srlm.run.rundir import RunDir
 from srlm.stages import BY_NAME
 
 
@@ -92,7 +92,7 @@ def test_unreadable_marker_means_not_built(tiny_run, tmp_path):
 
 
 def test_a_key_added_by_a_newer_srlm_does_not_make_finished_stages_stale(tiny_run, tmp_path):
-    from srlm.config import with_overrides
+    from srlm.run.config import with_overrides
 
     run = copy_run(tiny_run, tmp_path)
     rd = RunDir(run)

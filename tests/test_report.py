@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
-from srlm import report
 from srlm.cli import main
-from srlm.records import InputError
+from srlm.evaluation import report
+from srlm.run.records import InputError
 
 IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 MD_PNG = re.compile(r"!\[[^\]]*\]\(([^)]+\.png)\)")
@@ -251,8 +251,8 @@ def add_control(run_dir: str) -> str:
     M1-M3; the eval group's IFEval breakdown made by evaluate.ifeval_breakdown itself."""
     from types import SimpleNamespace
 
-    from srlm.evaluate import ifeval_breakdown
-    from srlm.records import mark_done, write_jsonl
+    from srlm.evaluation.evaluate import ifeval_breakdown
+    from srlm.run.records import mark_done, write_jsonl
 
     with open(os.path.join(run_dir, "config.yaml"), "a") as f:
         f.write("prompts:\n  holdout_families: [punctuation]\n")
@@ -415,8 +415,8 @@ def test_win_rate_at_equal_length_key_and_old_agreement_shape(tmp_path):
 
 def test_adding_a_section_is_one_function(tmp_path, monkeypatch):
     """A new section (table, plot, example) appears in both files; a failing one becomes a note."""
-    from srlm.report import sections
-    from srlm.report.examples import Example, Panel
+    from srlm.evaluation.report import sections
+    from srlm.evaluation.report.examples import Example, Panel
 
     def ifeval_section(run):
         return sections.Section("ifeval", "IFEval <accuracy>", intro="From `eval.ifeval`.",

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from srlm.backends.hf import HFBackend
-from srlm.records import read_jsonl
+from srlm.engines.backends.hf import HFBackend
+from srlm.run.records import read_jsonl
 from tiny import tiny_overrides, write_seed_files
 
 

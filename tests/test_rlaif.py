@@ -7,9 +7,9 @@ import os
 import pytest
 
 from srlm import stages
-from srlm.config import Config, ConfigError, load_config, with_overrides
-from srlm.modeling import ModelRef
-from srlm.rundir import RunDir
+from srlm.engines.modeling import ModelRef
+from srlm.run.config import Config, ConfigError, load_config, with_overrides
+from srlm.run.rundir import RunDir
 
 
 def _cfg(*overrides):

@@ -7,9 +7,11 @@ import os
 
 import pytest
 
-from srlm import data, rlhf, stages
-from srlm.config import load_config
-from srlm.records import PairRecord, read_jsonl
+from srlm import stages
+from srlm.data import loaders
+from srlm.methods import rlhf
+from srlm.run.config import load_config
+from srlm.run.records import PairRecord, read_jsonl
 
 
 def _pair(i: int, prompt: str, chosen: str, rejected: str) -> PairRecord:
@@ -50,7 +52,7 @@ def test_split_heldout_is_seeded_disjoint_and_bounded():
 
 def _write_pairwise(path) -> str:
     """Six usable pairs (chosen = the longer, polite answer) plus a tie and an evaluation prompt."""
-    eval_prompt = data.load_prompts("embedded:eval_prompts")[0]["prompt"]
+    eval_prompt = loaders.load_prompts("embedded:eval_prompts")[0]["prompt"]
     topics = ["the sea", "a cat", "rain", "coffee", "a train", "winter"]
     rows = [{"prompt": f"Write one sentence about {t}.", "response_a": f"Here is a sentence about {t}: it is lovely.",
              "response_b": "no", "label": "a"} for t in topics]
@@ -63,7 +65,7 @@ def _write_pairwise(path) -> str:
 
 def test_rl_prompts_pairs_ift_and_subset(tmp_path):
     src = _write_pairwise(tmp_path / "train.jsonl")
-    eval_prompt = data.load_prompts("embedded:eval_prompts")[0]["prompt"]
+    eval_prompt = loaders.load_prompts("embedded:eval_prompts")[0]["prompt"]
     ift = tmp_path / "ift.jsonl"
     ift.write_text("".join(json.dumps({"prompt": p, "response": "r"}) + "\n"
                            for p in ["Say hi.", eval_prompt, "Say hi.", "Count to three."]))
@@ -157,7 +159,7 @@ def test_rlhf_end_to_end(tmp_path, tiny_run_args):
 
 
 def test_packaged_config_shares_default_m1_and_evaluation():
-    from srlm.config import to_dict
+    from srlm.run.config import to_dict
 
     default, cfg = to_dict(load_config("default")), to_dict(load_config("rlhf"))
     for key in ("seed", "model", "data", "sft", "eft_build", "eval", "backend", "judge"):
@@ -172,8 +174,8 @@ def test_lora_reward_model_and_grpo(tmp_path, tiny_model, tiny_run_args):
     merge), and the GRPO trainer; the stages called directly on a run whose M1 is the tiny model."""
     import shutil
 
-    from srlm.records import write_jsonl
-    from srlm.rundir import RunDir
+    from srlm.run.records import write_jsonl
+    from srlm.run.rundir import RunDir
 
     src = _write_pairwise(tmp_path / "train.jsonl")
     cfg = load_config("tiny", [*tiny_run_args, "method=rlhf", "iterations=1", f"pairs.human_train={src}",
@@ -184,10 +186,10 @@ def test_lora_reward_model_and_grpo(tmp_path, tiny_model, tiny_run_args):
                                "rlhf.max_completion_length=6", "rlhf.max_prompts=2", "rlhf.learning_rate=1e-3"])
     rd = RunDir(cfg.output_dir)
     shutil.copytree(tiny_model, rd.model(1))
-    from srlm import human_pairs
+    from srlm.methods import dpo_human
 
     os.makedirs(rd.iter_dir(1))
-    write_jsonl(rd.pairs(1), human_pairs.build(cfg)[0])
+    write_jsonl(rd.pairs(1), dpo_human.build(cfg)[0])
     stats = rlhf.run_reward_model(cfg, rd, 1)
     assert stats["reward_model/train_pairs"] == 4 and stats["reward_model/heldout_pairs"] == 2
     assert stats["reward_model/heldout_accuracy"] == 1.0

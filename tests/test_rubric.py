@@ -1,7 +1,7 @@
 import pytest
 
-from srlm import rubric
-from srlm.records import InputError
+from srlm.data import rubric
+from srlm.run.records import InputError
 
 
 @pytest.mark.parametrize("text,score", [

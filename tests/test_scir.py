@@ -7,11 +7,11 @@ import os
 import pytest
 import torch
 
-from srlm import scir
-from srlm.config import load_config
-from srlm.modeling import ModelRef
-from srlm.pairs import build_pairs, candidate_scores
-from srlm.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl
+from srlm.engines.modeling import ModelRef
+from srlm.loop.pairs import build_pairs, candidate_scores
+from srlm.methods import scir
+from srlm.run.config import load_config
+from srlm.run.records import CandidateRecord, JudgmentRecord, PairRecord, read_jsonl
 
 TOPICS = ["the sea", "a cat", "rain"]
 
@@ -65,7 +65,7 @@ def test_scir_loop_end_to_end(tmp_path, tiny_run_args):
     """Prompts from a file, one SFT epoch and expected judge scores keep it short and give every
     candidate a score (so the judge orders every pair it builds)."""
     from srlm.cli import main
-    from srlm.rundir import RunDir
+    from srlm.run.rundir import RunDir
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Write one sentence about {t}."}) + "\n"

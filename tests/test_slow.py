@@ -11,16 +11,16 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def real_backend():
-    from srlm.backends.hf import HFBackend
-    from srlm.modeling import load_model, load_tokenizer, resolve
+    from srlm.engines.backends.hf import HFBackend
+    from srlm.engines.modeling import load_model, load_tokenizer, resolve
 
     ref = resolve("embedded:smollm2-135m-instruct")
     return HFBackend(load_model(ref, torch.float32), load_tokenizer(ref), batch_size=8)
 
 
 def test_greedy_fast_path_equals_generate_on_real_model(real_backend):
-    from srlm import rubric
-    from srlm.backends.base import SamplingParams
+    from srlm.data import rubric
+    from srlm.engines.backends.base import SamplingParams
 
     b = real_backend
     template = rubric.load_template()
@@ -42,6 +42,6 @@ def test_tiny_config_runs_end_to_end_on_real_model(tmp_path):
     assert m["iter_1"]["judge/parse_failure_rate"] < 1.0
     assert m["iter_1"]["pairs/kept"] + m["iter_2"]["pairs/kept"] > 0
     assert "judge_agreement" in m["eval"]
-    from srlm import report
+    from srlm.evaluation import report
 
     assert os.path.exists(report.build(run))

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from srlm import data, spin
-from srlm.records import CandidateRecord, InputError, PromptRecord, read_jsonl
+from srlm.data import loaders
+from srlm.methods import spin
+from srlm.run.records import CandidateRecord, InputError, PromptRecord, read_jsonl
 
 
 def test_seed_subset_is_seeded_sorted_and_bounded():
@@ -18,7 +19,7 @@ def test_seed_subset_is_seeded_sorted_and_bounded():
 
 
 def test_prompt_ids_and_gold():
-    ift = [data.IFTExample("q0", "a0"), data.IFTExample("q1", "a1"), data.IFTExample("q2", "a2")]
+    ift = [loaders.IFTExample("q0", "a0"), loaders.IFTExample("q1", "a1"), loaders.IFTExample("q2", "a2")]
     assert spin.prompt_id(3, 2) == "t3-seed00002" and spin.seed_index("t3-seed00002") == 2
     prompts = [PromptRecord(spin.prompt_id(1, 2), "q2", "seed", 1), PromptRecord(spin.prompt_id(1, 0), "q0", "seed", 1)]
     assert spin.gold_for(prompts, ift) == [("t1-seed00002", "q2", "a2"), ("t1-seed00000", "q0", "a0")]
@@ -32,7 +33,7 @@ def test_spin_loop_end_to_end(tmp_path, tiny_run_args):
     # SPIN needs no judge-trained M1 (no self-instruct, no judge): one SFT epoch keeps the test short.
     assert main(["run", "--config", "tiny", *tiny_run_args, "method=spin", "dpo.init=previous", "sft.epochs=1"]) == 0
     run = tiny_run_args[0].split("=", 1)[1]
-    ift = {ex.prompt: ex.response for ex in data.load_ift([os.path.join(str(tmp_path), "ift.jsonl")])}
+    ift = {ex.prompt: ex.response for ex in loaders.load_ift([os.path.join(str(tmp_path), "ift.jsonl")])}
     metrics = json.load(open(os.path.join(run, "metrics.json")))
     per_iter = []
     for t in (1, 2):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from srlm._compat import _PlainLogProbs
-from srlm.training import cpu_log_probs
+from srlm.engines._compat import _PlainLogProbs
+from srlm.engines.training import cpu_log_probs
 
 chunked = pytest.importorskip("trl.kernels.chunked_logprob")
 

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from srlm import ifeval, judge, prompts, verifier
-from srlm.config import ConfigError, load_config
-from srlm.records import CandidateRecord, InputError, JudgmentRecord, PromptRecord, read_jsonl
+from srlm.data import ifeval_checks
+from srlm.loop import judge, prompts, verifier
+from srlm.run.config import ConfigError, load_config
+from srlm.run.records import CandidateRecord, InputError, JudgmentRecord, PromptRecord, read_jsonl
 
 
 def test_families_and_holdout():
@@ -115,7 +116,7 @@ def test_verified_config_loads():
 
 
 def test_seed_prompts_drop_evaluation_duplicates_and_are_seeded(tmp_path):
-    ifeval_prompt = ifeval.load_prompts()[0]["prompt"]
+    ifeval_prompt = ifeval_checks.load_prompts()[0]["prompt"]
     ift = tmp_path / "ift.jsonl"
     rows = [{"prompt": ifeval_prompt, "response": "x"},  # exact duplicate of an IFEval prompt
             {"prompt": ifeval_prompt.replace(".", "!", 1) + " Thanks.", "response": "x"},  # near-duplicate

@@ -16,10 +16,10 @@ import random
 
 import pytest
 
-from srlm import verifier
-from srlm.backends import SamplingParams, make_backend
-from srlm.config import load_config
-from srlm.modeling import ModelRef
+from srlm.engines.backends import SamplingParams, make_backend
+from srlm.engines.modeling import ModelRef
+from srlm.loop import verifier
+from srlm.run.config import load_config
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from srlm.weighted_dpo import (ConfidenceCollator, WeightedDPOTrainer, check_trl_version, weighted_dpo_loss,
-                               with_confidence)
+from srlm.engines.weighted_dpo import (ConfidenceCollator, WeightedDPOTrainer, check_trl_version, weighted_dpo_loss,
+                                       with_confidence)
 
 TOPICS = ["the sea", "a cat", "rain", "coffee"]
 
@@ -191,9 +191,9 @@ def test_confidence_reaches_gradient_with_lora(tiny_model, tiny_tokenizer, tmp_p
 
 @pytest.mark.parametrize("c", [1.0, 0.0])
 def test_train_precomputed_lora_moves_margin_by_confidence(tiny_model, tiny_tokenizer, tmp_path, c):
-    """dpo.py's setting (LoRA, precomputed reference, cpu_log_probs): a short train() run completes;
+    """loop/dpo.py's setting (LoRA, precomputed reference, cpu_log_probs): a short train() run completes;
     trained on the same two pairs, c = 1 raises the reward margin and c = 0 lowers it."""
-    from srlm.training import cpu_log_probs
+    from srlm.engines.training import cpu_log_probs
 
     data = with_confidence(_pairs(2), [c, c])
     args = _args(tmp_path, max_steps=4, learning_rate=1e-2, precompute_ref_log_probs=True,

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from srlm.prompts import INSTRUCTION
+from srlm.loop.prompts import INSTRUCTION
 
 # Topics of the tiny seed data: IFT "Write one sentence about T." and EFT "Describe T.".
 TOPICS = ["the sea", "a cat", "rain", "coffee", "a train", "winter", "music", "a garden"]
@@ -17,7 +17,7 @@ TOKENIZER_CACHE = os.path.join(os.environ.get("SRLM_TEST_CACHE", "/tmp/srlm-test
 def tokenizer_dir() -> str:
     """The SmolLM2 tokenizer, converted once from the embedded GGUF and cached on disk."""
     if not os.path.exists(os.path.join(TOKENIZER_CACHE, "tokenizer.json")):
-        from srlm.modeling import load_tokenizer, resolve
+        from srlm.engines.modeling import load_tokenizer, resolve
 
         tok = load_tokenizer(resolve("embedded:smollm2-135m-instruct"))
         tmp = TOKENIZER_CACHE + f".tmp{os.getpid()}"

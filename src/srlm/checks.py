@@ -2,15 +2,15 @@
 
 A bad label in a human-preference file used to surface at evaluation time, after SFT and every
 iteration had spent their compute; `check_inputs(cfg)` finds it before any model is loaded. It
-reads every input with the stages' own loaders (data.py, rubric.py, eft_build.load_groups,
-modeling.resolve), so a check and a stage can never disagree on what is valid:
+reads every input with the stages' own loaders (data/loaders.py, data/rubric.py,
+engines/modeling.py's resolve), so a check and a stage can never disagree on what is valid:
 
     data.ift, data.eft                 seed IFT / EFT sources (paper section 3.1)
     judge.template                     {prompt} and {response} exactly once (Figure 2)
     eval.human_prefs, eval.prompts     labels a/b/tie, PandaLM annotator votes 0/1/2, prompt sets
     prompts.file                       when prompts.source=file
     eft_build.sources, eft_build.judge when eft_build.enabled
-    pairs.human_train                  when method=dpo_human or rlhf (ranked groups or labelled pairs)
+    pairs.human_train                  when the run has the human_pairs stage (methods dpo_human, rlhf)
     model.name_or_path, prompts.model, eval.judge, judge.model
                                        a local model or GGUF file exists, the embedded model's
                                        package is installed; a Hub id or openai: judge is taken
@@ -36,8 +36,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from srlm import data, modeling, rubric
-from srlm.records import InputError, utf8_lines
+from srlm.data import loaders, rubric
+from srlm.engines import modeling
+from srlm.run.records import InputError, utf8_lines
 
 # Rough characters per token of English text for BPE tokenizers such as Llama's and SmolLM2's;
 # only for counting likely over-long records, never for dropping any.
@@ -74,7 +75,7 @@ class _Check:
             self.notes.append(f"{key}: {source} not checked (a Hugging Face dataset is read when its stage runs)")
             return None
         blank = 0
-        for path in data.source_files(source):
+        for path in loaders.source_files(source):
             if not os.path.exists(path):
                 self.problem(key, f"{path}: file not found")
                 return None
@@ -137,7 +138,9 @@ def check_inputs(cfg) -> dict:
         _check_prompt_set(c, "prompts.file", cfg.prompts.file, "prompts/file")
     if cfg.eft_build.enabled:
         _check_eft_build(c, cfg)
-    if cfg.method in ("dpo_human", "rlhf") and cfg.pairs.human_train:
+    from srlm.stages import BY_NAME, runs
+
+    if runs(BY_NAME["human_pairs"], cfg) and cfg.pairs.human_train:  # methods dpo_human and rlhf
         _check_human_train(c, cfg)
     if c.problems:
         n = len(c.problems)
@@ -179,10 +182,10 @@ def _check_seed(c: _Check, cfg, template: str | None) -> None:
             if blank is None:
                 continue
             if kind == "ift":
-                rows = c.load(key, source, lambda s=source: data.load_ift([s]))
+                rows = c.load(key, source, lambda s=source: loaders.load_ift([s]))
                 lengths = [len(r.prompt) + len(r.response) for r in rows or []]
             else:
-                rows = c.load(key, source, lambda s=source: data.load_eft([s], template or FALLBACK_TEMPLATE))
+                rows = c.load(key, source, lambda s=source: loaders.load_eft([s], template or FALLBACK_TEMPLATE))
                 lengths = [len(r.prompt) + len(r.judgment) for r in rows or []]
             if rows is None:
                 continue
@@ -197,8 +200,8 @@ def _check_eval(c: _Check, cfg) -> None:
         blank = c.read_files(key, source)
         if blank is None:
             continue
-        path = data.source_files(source)[0] if source == "embedded:human_prefs" else source
-        got = c.load(key, source, lambda p=path: data.load_human_pairs(p))
+        path = loaders.source_files(source)[0] if source == "embedded:human_prefs" else source
+        got = c.load(key, source, lambda p=path: loaders.load_human_pairs(p))
         if got is None:
             continue
         pairs, stats = got
@@ -215,7 +218,7 @@ def _check_prompt_set(c: _Check, key: str, source: str, group: str) -> None:
     blank = c.read_files(key, source)
     if blank is None:
         return
-    rows = c.load(key, source, lambda: data.load_prompts(source))
+    rows = c.load(key, source, lambda: loaders.load_prompts(source))
     if rows is None:
         return
     c.counts[group] = len(rows)
@@ -224,9 +227,6 @@ def _check_prompt_set(c: _Check, key: str, source: str, group: str) -> None:
 
 
 def _check_eft_build(c: _Check, cfg) -> None:
-    # Only when enabled: eft_build pulls in the judge and backend modules.
-    from srlm import eft_build
-
     limit = cfg.eft_build.max_chars or c.limit  # max_chars: exactly the groups the build drops
     groups = empty = over = ties = 0
     for source in cfg.eft_build.sources:
@@ -234,7 +234,7 @@ def _check_eft_build(c: _Check, cfg) -> None:
         if blank is None:
             continue
         got = c.load("eft_build.sources", source,
-                     lambda s=source: eft_build.load_groups([s], cfg.eft_build.first_turn_only))
+                     lambda s=source: loaders.load_groups([s], cfg.eft_build.first_turn_only))
         if got is None:
             continue
         found, stats = got
@@ -247,12 +247,10 @@ def _check_eft_build(c: _Check, cfg) -> None:
 
 
 def _check_human_train(c: _Check, cfg) -> None:
-    # The same loader as the human_pairs stage (eft_build.load_groups), so they cannot disagree.
-    from srlm import eft_build
-
+    # The same loader as the human_pairs stage (loaders.load_groups), so they cannot disagree.
     source = cfg.pairs.human_train
     if c.read_files("pairs.human_train", source) is None:
         return
-    got = c.load("pairs.human_train", source, lambda: eft_build.load_groups([source], first_turn_only=True))
+    got = c.load("pairs.human_train", source, lambda: loaders.load_groups([source], first_turn_only=True))
     if got is not None:
         c.counts["human_pairs/groups_in"] = len(got[0])

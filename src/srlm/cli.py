@@ -8,7 +8,7 @@ import os
 import sys
 import textwrap
 
-from srlm.config import ConfigError, describe, load_config, packaged_names
+from srlm.run.config import ConfigError, describe, load_config, packaged_names
 
 DESCRIPTION = """\
 srlm: Self-Rewarding Language Models (Yuan et al., 2024).
@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_for_dir(run_dir: str, config: str | None, overrides: list[str]):
     """(config, overrides to record, whether the directory is new): an existing run directory's
     saved config plus overrides, or a new one's config (packaged default unless --config)."""
-    from srlm.config import ConfigError, with_overrides
-    from srlm.rundir import RunDir
+    from srlm.run.config import ConfigError, with_overrides
+    from srlm.run.rundir import RunDir
 
     saved = RunDir(run_dir).config
     if os.path.exists(saved):
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from srlm.records import InputError
+    from srlm.run.records import InputError
 
     try:
         return _dispatch(args)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "config":
         if args.list:
-            from srlm.config import get
+            from srlm.run.config import get
 
             packaged = load_config(None)
             for key, paper, help_text in describe():
@@ -164,13 +164,13 @@ def _dispatch(args) -> int:
             return 0
         import yaml
 
-        from srlm.config import to_dict
+        from srlm.run.config import to_dict
 
         print(yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False))
         return 0
 
     from srlm import pipeline
-    from srlm.stages import BY_NAME
+    from srlm.stages import BY_NAME, runs
 
     if args.command == "run":
         cfg = load_config(args.config, args.overrides)
@@ -178,7 +178,7 @@ def _dispatch(args) -> int:
             cfg.output_dir = args.output_dir
         metrics = pipeline.run(cfg, allow_config_change=args.allow_config_change, evaluate=not args.no_eval,
                                verbose=args.verbose, from_run=args.from_run)
-        from srlm.summary import print_summary
+        from srlm.evaluation.summary import print_summary
 
         print_summary(cfg.output_dir, metrics)
         return 0
@@ -187,9 +187,9 @@ def _dispatch(args) -> int:
     if stage_name in BY_NAME:
         stage = BY_NAME[stage_name]
         cfg, overrides, new = _config_for_dir(args.run_dir, args.config, args.overrides)
-        if not stage.enabled(cfg) or (stage.per_iteration and not stage.in_iteration(cfg, args.iteration)):
+        if not runs(stage, cfg) or (stage.per_iteration and not stage.in_iteration(cfg, args.iteration)):
             # e.g. `srlm judge-prev` on a self-rewarding run: its output would feed nothing.
-            where = f" in iteration {args.iteration}" if stage.per_iteration and stage.enabled(cfg) else ""
+            where = f" in iteration {args.iteration}" if stage.per_iteration and runs(stage, cfg) else ""
             print(f"srlm {args.command}: this run (method {cfg.method}) has no {stage.name} stage{where}; "
                   f"`srlm {args.command} --help` says when it runs", file=sys.stderr)
             return 2
@@ -198,11 +198,11 @@ def _dispatch(args) -> int:
         check_inputs(cfg)
         rd = pipeline.prepare(cfg, allow_config_change=True, save=new)
         t = args.iteration if stage.per_iteration else 0
-        from srlm import progress
+        from srlm.run import progress
 
         progress.start_run([stage.name], args.verbose)
         if args.redo:
-            from srlm.parallel import barrier, is_main
+            from srlm.run.parallel import barrier, is_main
 
             if is_main():
                 pipeline.invalidate(cfg, rd, stage, t)
@@ -212,12 +212,12 @@ def _dispatch(args) -> int:
         return 0
 
     if args.command == "eval":
-        from srlm import evaluate
+        from srlm.evaluation import evaluate
 
         cfg, _, _ = _config_for_dir(args.run_dir, None, args.overrides)
         models = args.models.split(",") if args.models else None
-        from srlm import progress
-        from srlm.rundir import RunDir
+        from srlm.run import progress
+        from srlm.run.rundir import RunDir
 
         progress.start_run(["eval"], args.verbose)
         with progress.stage(RunDir(args.run_dir).log("eval"), "eval"):
@@ -226,13 +226,13 @@ def _dispatch(args) -> int:
         return 0
 
     if args.command == "report":
-        from srlm import report
+        from srlm.evaluation import report
 
         print(report.build(args.run_dir))
         return 0
 
     if args.command == "compare":
-        from srlm import report
+        from srlm.evaluation import report
 
         if args.no_h2h_pairwise and not args.h2h_judge:
             raise ConfigError("--no-h2h-pairwise needs --h2h-judge")

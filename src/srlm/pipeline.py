@@ -17,14 +17,14 @@ import time
 
 import yaml
 
-from srlm import progress
-from srlm.backends import make_backend
+from srlm.run import progress
+from srlm.engines.backends import make_backend
 from srlm.checks import check_inputs
-from srlm.config import Config, ConfigError, get, load_config, save_config, to_dict, with_overrides
-from srlm.modeling import ModelRef
-from srlm.parallel import barrier, is_main
-from srlm.records import read_json, update_metrics, write_json
-from srlm.rundir import RunDir, config_digest
+from srlm.run.config import Config, ConfigError, get, load_config, save_config, to_dict, with_overrides
+from srlm.engines.modeling import ModelRef
+from srlm.run.parallel import barrier, is_main
+from srlm.run.records import read_json, update_metrics, write_json
+from srlm.run.rundir import RunDir, config_digest
 from srlm.stages import Stage, downstream, schedule
 
 
@@ -126,7 +126,7 @@ class Backends:
         if key not in self.open:
             self.close()
             if isinstance(ref, str) and ref.startswith("openai:"):
-                from srlm.backends.openai import OpenAIBackend
+                from srlm.engines.backends.openai import OpenAIBackend
 
                 model, _, base = ref[len("openai:"):].partition("@")
                 self.open[key] = OpenAIBackend(base, model, api_key_env=self.cfg.backend.api_key_env,
@@ -241,10 +241,10 @@ def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, v
             _, ran = run_stage(stage, cfg, rd, t, backends)
             progress.finish_stage(stage.name)
             ran_any |= ran
-            if stage.name in ("sft", "dpo", "rl"):  # each makes a model: M1, or M_{t+1} (rl: method rlhf)
+            if stage.makes_model:  # M1 (sft), or M_{t+1} (dpo, or a method's row in its place such as rl)
                 backends.close()
                 if do_eval:
-                    from srlm import evaluate as ev
+                    from srlm.evaluation import evaluate as ev
 
                     with progress.stage(rd.log("eval"), "eval" + (f" · M{t + 1}" if t else " · M0, M1")):
                         ev.evaluate_models(cfg, rd.root, ["M0", "M1"] if stage.name == "sft" else [f"M{t + 1}"])
@@ -313,7 +313,7 @@ def source_run(cfg: Config, source: str) -> RunDir:
 
 def _eval_settings(cfg: Config) -> dict:
     """What M0's and M1's evaluation caches depend on beyond the models themselves."""
-    from srlm.evaluate import judge_settings
+    from srlm.evaluation.evaluate import judge_settings
     from srlm.stages import GENERATION_KEYS
 
     return {"eval": to_dict(cfg.eval), "judge": judge_settings(cfg),

@@ -1,7 +1,9 @@
 """The table of stages: one row per stage, read by both the pipeline (`srlm run`) and the CLI
 (one subcommand per stage). A stage's row says what it reads, what it writes, which model it
 generates with, and which config values its output depends on; pipeline.py does the rest
-(skipping fresh outputs, rerunning stale ones, markers, metrics).
+(skipping fresh outputs, rerunning stale ones, markers, metrics). A row's work is a function of
+the loop's module of the row's name (srlm/loop/<stage>.py) or of its method's module
+(srlm/methods/<first of its methods>.py), imported when the row runs (tests/test_layers.py).
 
     eft_build (optional)  ranked human data --M0 judges--> DIR/eft/eft.jsonl
     sft                   M0 + IFT + EFT                  -> models/M1
@@ -14,12 +16,20 @@ generates with, and which config values its output depends on; pipeline.py does 
       judge_pairs         (meta_rewarding) best vs worst judgment -> iter_t/judge_pairs.jsonl
       dpo                 DPO on the pairs                -> models/M_{t+1}
 
-Other methods (docs/METHODS.md) swap rows of an iteration through `enabled`:
+Other methods (docs/METHODS.md) bring rows of their own. A row of the loop runs under every
+method; a method's row names its methods (`methods`) and the loop's rows it stands in for
+(`replaces`), which that method's runs then leave out (runs() below). No list of methods decides
+which rows run: a new method adds its rows, and where it reuses another method's row (DNO runs
+SPIN's seed_prompts, RLHF dpo_human's human_pairs) adds its name to that row's `methods`
+(docs/METHODS.md, "How to add a method").
+`enabled` is for settings (eft_build.enabled, cream.reward), `in_iteration` for iterations
+(meta.judge_iterations):
     spin:       seed_prompts (seed IFT subset) -> sample -> spin_pairs (gold vs sample) -> dpo
     dpo_human:  human_pairs (pairs.human_train minus evaluation prompts) -> dpo, one iteration
     rlhf:       human_pairs -> reward_model (Bradley-Terry on a train split of the pairs, held-out
                 accuracy beside the length heuristic -> iter_t/reward_model) -> rl (RLOO or GRPO
                 against it, TRL ships no PPO -> models/M_{t+1}) in place of dpo, one iteration
+    rlaif:      the loop's rows; judge.model names the frozen judge (no rows of its own)
     cream:      prompts -> sample -> cream_rewards (implicit rewards of M_t and M_{t-1}; or, with
                 cream.reward=judge, judge + judge_prev: M_{t-1}, M0 for t=1, judges too) ->
                 cream_pairs (pairs with the rankings' consistency as confidence) -> dpo (weighted)
@@ -35,10 +45,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from srlm import data
-from srlm.config import Config
-from srlm.modeling import ModelRef, resolve
-from srlm.rundir import RunDir
+from srlm.data import loaders
+from srlm.engines.modeling import ModelRef, resolve
+from srlm.run.config import Config
+from srlm.run.rundir import RunDir
 
 # Config values that change generated text; server plumbing (timeouts, concurrency, keys) does not.
 GENERATION_KEYS = ("seed", "model.dtype", "backend.name", "backend.batch_size", "backend.base_url",
@@ -55,16 +65,24 @@ class Stage:
     keys: tuple[str, ...]  # config values (sections or dotted keys) the output depends on
     run: Callable  # run(cfg, rd, t, backend) -> stats
     model: Callable[[Config, RunDir, int], "ModelRef | str | None"] | None = None  # generation model, if any
-    enabled: Callable[[Config], bool] = lambda cfg: True
+    # Whose row: () for a row of the loop, run by every method unless one of the method's rows
+    # replaces it; else the methods (config `method`) whose runs have this row.
+    methods: tuple[str, ...] = ()
+    replaces: tuple[str, ...] = ()  # a method's row: the loop's rows it stands in for under its methods
+    enabled: Callable[[Config], bool] = lambda cfg: True  # a setting that leaves the row out
     # Which iterations a per-iteration stage runs in (Meta-Rewarding trains the judge in some only).
     in_iteration: Callable[[Config, int], bool] = lambda cfg, t: True
+    makes_model: bool = False  # its output is a model (M1, M_{t+1}): evaluation follows it
 
 
-# Methods whose iterations leave out the self-rewarding rows (their own rows replace them).
-NO_SELF_INSTRUCT = ("spin", "dpo_human", "dno", "rlhf")  # prompts come from elsewhere, or none are needed
-NO_SAMPLE = ("dpo_human", "rlhf")  # the pairs' answers are not the model's (rlhf's RL trainer samples itself)
-NO_JUDGE = ("spin", "dpo_human", "rlhf")  # nothing judges the candidates
-OWN_PAIRS = ("spin", "dpo_human", "cream", "scir", "dno", "rlhf")  # pairs.jsonl comes from a row of the method's own
+def runs(stage: Stage, cfg: Config) -> bool:
+    """Whether a run with this config has the row: a method's row under its methods, a row of the
+    loop unless a row of the run's method replaces it; either only where `enabled`."""
+    if not stage.enabled(cfg):
+        return False
+    if stage.methods:
+        return cfg.method in stage.methods
+    return not any(stage.name in s.replaces for s in STAGES if cfg.method in s.methods and s.enabled(cfg))
 
 
 def m0(cfg: Config) -> ModelRef:
@@ -76,11 +94,11 @@ def model_ref(rd: RunDir, t: int) -> ModelRef:
 
 
 def _files(sources: list[str]) -> list[str]:
-    return [f for s in sources for f in data.source_files(s)]
+    return [f for s in sources for f in loaders.source_files(s)]
 
 
 def _template(cfg: Config) -> list[str]:
-    return data.source_files(cfg.judge.template)
+    return loaders.source_files(cfg.judge.template)
 
 
 def _model_input(ref: ModelRef | str) -> str:
@@ -94,36 +112,37 @@ def eval_prompt_files(cfg: Config) -> list[str]:
 # -- the stages' run functions (imported lazily: training stages pull in TRL) -------------------
 
 def _run_eft_build(cfg, rd, t, backend):
-    from srlm import eft_build
+    from srlm.loop import eft_build
 
     return eft_build.run_stage(cfg, rd, backend)
 
 
 def _run_sft(cfg, rd, t, backend):
-    from srlm import sft
+    from srlm.loop import sft
 
     return sft.run(cfg, rd, m0(cfg))
 
 
 def _run_prompts(cfg, rd, t, backend):
-    from srlm import prompts
+    from srlm.loop import prompts
 
     return prompts.run(cfg, rd, t, backend)
 
 
 def _run_sample(cfg, rd, t, backend):
-    from srlm import sample
+    from srlm.loop import sample
 
     return sample.run(cfg, rd, t, backend)
 
 
 def judged_files(cfg: Config, rd: RunDir, t: int) -> list[str]:
-    """What the judge stage scores: the candidates, and DNO's reference answers after them."""
-    return [rd.candidates(t), *([rd.references(t)] if cfg.method == "dno" else [])]
+    """What the judge stage scores: the candidates, and after them the reference answers of the
+    dno_reference row where the run has it (DNO)."""
+    return [rd.candidates(t), *([rd.references(t)] if runs(BY_NAME["dno_reference"], cfg) else [])]
 
 
 def _judge_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
-    from srlm import judge
+    from srlm.loop import judge
 
     model = judge_model(cfg, rd, t)
     return [*([_model_input(model)] if model is not None else []), *judged_files(cfg, rd, t), *_template(cfg),
@@ -138,13 +157,13 @@ def _prompts_model(cfg: Config, rd: RunDir, t: int):
 
 
 def _run_judge(cfg, rd, t, backend):
-    from srlm import judge
+    from srlm.loop import judge
 
     return judge.run(cfg, rd, t, backend, judged_files(cfg, rd, t))
 
 
 def _run_pairs(cfg, rd, t, backend):
-    from srlm import pairs
+    from srlm.loop import pairs
 
     return pairs.run(cfg, rd, t)
 
@@ -152,80 +171,80 @@ def _run_pairs(cfg, rd, t, backend):
 def seed_sources(cfg: Config) -> list[str]:
     """Where seed_prompts draws from: the seed IFT data (SPIN), or DNO's reference set."""
     if cfg.method == "dno":
-        from srlm import dno
+        from srlm.methods import dno
 
         return dno.reference_sources(cfg)
     return list(cfg.data.ift)
 
 
 def _run_seed_prompts(cfg, rd, t, backend):
-    from srlm import spin
+    from srlm.methods import spin
 
     return spin.run_prompts(cfg, rd, t, seed_sources(cfg))
 
 
 def _run_dno_reference(cfg, rd, t, backend):
-    from srlm import dno
+    from srlm.methods import dno
 
     return dno.run_references(cfg, rd, t)
 
 
 def _run_dno_pairs(cfg, rd, t, backend):
-    from srlm import dno
+    from srlm.methods import dno
 
     return dno.run_pairs(cfg, rd, t)
 
 
 def _dno_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
-    from srlm import dno
+    from srlm.methods import dno
 
     return [rd.candidates(t), rd.references(t), rd.judgments(t), *(p for _, p in dno.replay_sources(cfg, rd, t))]
 
 
 def _run_spin_pairs(cfg, rd, t, backend):
-    from srlm import spin
+    from srlm.methods import spin
 
     return spin.run_pairs(cfg, rd, t)
 
 
 def _spin_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
-    from srlm import spin
+    from srlm.methods import spin
 
     return [rd.prompts(t), rd.candidates(t), *_files(cfg.data.ift), *(p for _, p in spin.replay_sources(cfg, rd, t))]
 
 
 def _run_meta_judge(cfg, rd, t, backend):
-    from srlm import meta_judge
+    from srlm.methods import meta_rewarding
 
-    return meta_judge.run(cfg, rd, t, backend)
+    return meta_rewarding.run(cfg, rd, t, backend)
 
 
 def _run_judge_pairs(cfg, rd, t, backend):
-    from srlm import meta_judge
+    from srlm.methods import meta_rewarding
 
-    return meta_judge.run_pairs(cfg, rd, t)
+    return meta_rewarding.run_pairs(cfg, rd, t)
 
 
 def _trains_judge(cfg: Config, t: int) -> bool:
-    from srlm import meta_judge
+    from srlm.methods import meta_rewarding
 
-    return meta_judge.trains_judge(cfg, t)
+    return meta_rewarding.trains_judge(cfg, t)
 
 
 def _run_human_pairs(cfg, rd, t, backend):
-    from srlm import human_pairs
+    from srlm.methods import dpo_human
 
-    return human_pairs.run(cfg, rd, t)
+    return dpo_human.run(cfg, rd, t)
 
 
 def _run_reward_model(cfg, rd, t, backend):
-    from srlm import rlhf
+    from srlm.methods import rlhf
 
     return rlhf.run_reward_model(cfg, rd, t)
 
 
 def _run_rl(cfg, rd, t, backend):
-    from srlm import rlhf
+    from srlm.methods import rlhf
 
     return rlhf.run_rl(cfg, rd, t)
 
@@ -246,13 +265,13 @@ RLHF_RL_KEYS = ("rlhf.trainer", "rlhf.prompts", "rlhf.max_prompts", "rlhf.num_ge
 
 
 def _run_judge_prev(cfg, rd, t, backend):
-    from srlm import cream
+    from srlm.methods import cream
 
     return cream.run_judge_prev(cfg, rd, t, backend)
 
 
 def _run_cream_pairs(cfg, rd, t, backend):
-    from srlm import cream
+    from srlm.methods import cream
 
     return cream.run_pairs(cfg, rd, t)
 
@@ -280,7 +299,7 @@ def cream_models(cfg: Config, rd: RunDir, t: int) -> tuple[tuple, tuple]:
 
 
 def _run_cream_rewards(cfg, rd, t, backend):
-    from srlm import cream
+    from srlm.methods import cream
 
     return cream.run_rewards(cfg, rd, t, *cream_models(cfg, rd, t))
 
@@ -292,15 +311,16 @@ def _cream_pair_inputs(cfg: Config, rd: RunDir, t: int) -> list[str]:
 
 
 def _run_scir_pairs(cfg, rd, t, backend):
-    from srlm import scir
+    from srlm.methods import scir
 
     return scir.run_pairs(cfg, rd, t, implicit_reference(cfg, rd, t))
 
 
 def _run_dpo(cfg, rd, t, backend):
-    from srlm import dpo
+    from srlm.loop import dpo
 
-    return dpo.run(cfg, rd, t)
+    # Meta-Rewarding's judge pairs join the actor pairs in the iterations where the judge trains.
+    return dpo.run(cfg, rd, t, judge_pairs=rd.judge_pairs(t) if _trains_judge(cfg, t) else None)
 
 
 def _eft_judge(cfg: Config, rd: RunDir, t: int):
@@ -348,106 +368,105 @@ STAGES: list[Stage] = [
           lambda cfg, rd, t: [_model_input(m0(cfg)), *_files(cfg.data.ift), *_files(cfg.data.eft), *_template(cfg),
                               *([rd.eft_built] if cfg.eft_build.enabled else [])],
           ("seed", "model", "data", "sft", "judge.template", "eft_build.enabled", "eft_build.max_examples"),
-          _run_sft),
+          _run_sft, makes_model=True),
     Stage("prompts", "iteration t: new prompts by few-shot self-instruct -> iter_<t>/prompts.jsonl", True,
           lambda rd, t: rd.prompts(t),
           lambda cfg, rd, t: [_model_input(resolve(cfg.prompts.model)) if cfg.prompts.model else rd.model(t),
                               *_files(cfg.data.ift), *([cfg.prompts.file] if cfg.prompts.source == "file" else []),
                               *(eval_prompt_files(cfg) if cfg.prompts.verifiable_max else [])],
-          ("prompts", "data.ift", "sample.max_new_tokens", *GENERATION_KEYS), _run_prompts, model=_prompts_model,
-          enabled=lambda cfg: cfg.method not in NO_SELF_INSTRUCT),
+          ("prompts", "data.ift", "sample.max_new_tokens", *GENERATION_KEYS), _run_prompts, model=_prompts_model),
     Stage("seed_prompts", "iteration t (spin, dno): a seeded subset of the seed IFT prompts (dno: of its reference "
           "set) -> iter_<t>/prompts.jsonl",
           True, lambda rd, t: rd.prompts(t), lambda cfg, rd, t: _files(seed_sources(cfg)),
           ("seed", "data.ift", "prompts.num_prompts", "dno.reference"), _run_seed_prompts,
-          enabled=lambda cfg: cfg.method in ("spin", "dno")),
+          methods=("spin", "dno"), replaces=("prompts",)),
     Stage("sample", "iteration t: N candidates per prompt from M_t -> iter_<t>/candidates.jsonl", True,
           lambda rd, t: rd.candidates(t), lambda cfg, rd, t: [rd.model(t), rd.prompts(t)],
-          ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t),
-          enabled=lambda cfg: cfg.method not in NO_SAMPLE),
+          ("sample", *GENERATION_KEYS), _run_sample, model=lambda cfg, rd, t: model_ref(rd, t)),
     Stage("dno_reference", "iteration t (dno): each prompt's reference answer (dno.reference), one more candidate "
           "for the judge -> iter_<t>/references.jsonl", True, lambda rd, t: rd.references(t),
           lambda cfg, rd, t: [rd.prompts(t), *_files(seed_sources(cfg))],
-          ("data.ift", "dno.reference", "sample.n"), _run_dno_reference, enabled=lambda cfg: cfg.method == "dno"),
+          ("data.ift", "dno.reference", "sample.n"), _run_dno_reference, methods=("dno",)),
     Stage("judge", "iteration t: K rubric judgments per candidate by M_t (or the frozen judge.model) -> "
           "iter_<t>/judgments.jsonl", True,
           lambda rd, t: rd.judgments(t),
           _judge_inputs,
-          ("judge", *GENERATION_KEYS), _run_judge, model=judge_model,
-          enabled=lambda cfg: cfg.method not in NO_JUDGE and not _cream_implicit(cfg)),
+          ("judge", *GENERATION_KEYS), _run_judge, model=judge_model),
     Stage("judge_prev", "iteration t (cream): the previous model (M0 for t=1, else M_{t-1}) judges iteration t's "
           "candidates -> iter_<t>/judgments_prev.jsonl", True, lambda rd, t: rd.judgments_prev(t),
           lambda cfg, rd, t: [_model_input(previous_model(cfg, rd, t)), rd.candidates(t), *_template(cfg)],
           ("judge", *GENERATION_KEYS), _run_judge_prev, model=previous_model,
-          enabled=lambda cfg: cfg.method == "cream" and cfg.cream.reward == "judge"),
+          methods=("cream",), enabled=lambda cfg: cfg.cream.reward == "judge"),
     Stage("cream_rewards", "iteration t (cream): implicit rewards log pi - log pi_ref of the candidates under M_t "
           "and under the previous model (M0's likelihood for t=1) -> iter_<t>/implicit_rewards.jsonl", True,
           lambda rd, t: rd.implicit_rewards(t),
           lambda cfg, rd, t: [rd.candidates(t), *(_model_input(m) for pair in cream_models(cfg, rd, t)
                                                    for m in pair if m is not None)],
-          ("seed", "model.dtype", "dpo.init", "cream.reward"), _run_cream_rewards, enabled=_cream_implicit),
+          ("seed", "model.dtype", "dpo.init", "cream.reward"), _run_cream_rewards,
+          methods=("cream",), replaces=("judge",), enabled=lambda cfg: cfg.cream.reward == "implicit"),
     Stage("meta_judge", "iteration t (meta_rewarding, t in meta.judge_iterations): M_t compares every pair of its "
           "judgments of one candidate per prompt, in both orders -> iter_<t>/meta_judgments.jsonl", True,
           lambda rd, t: rd.meta_judgments(t),
           lambda cfg, rd, t: [rd.model(t), rd.candidates(t), rd.judgments(t), *_template(cfg)],
           ("meta.temperature", "meta.top_p", "meta.max_new_tokens", "meta.chunk_size", "meta.scoring", "judge.template",
            "judge.stop_repetition", *GENERATION_KEYS), _run_meta_judge, model=lambda cfg, rd, t: model_ref(rd, t),
-          enabled=lambda cfg: cfg.method == "meta_rewarding", in_iteration=_trains_judge),
+          methods=("meta_rewarding",), in_iteration=_trains_judge),
     Stage("pairs", "iteration t: highest vs lowest mean score per prompt -> iter_<t>/pairs.jsonl", True,
           lambda rd, t: rd.pairs(t), lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t)],
-          ("pairs",), _run_pairs, enabled=lambda cfg: cfg.method not in OWN_PAIRS),
+          ("pairs",), _run_pairs),
     Stage("spin_pairs", "iteration t (spin): the seed's gold answer over M_t's sample, plus earlier iterations' "
           "SPIN pairs -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t), _spin_pair_inputs,
-          ("spin", "data.ift"), _run_spin_pairs, enabled=lambda cfg: cfg.method == "spin"),
+          ("spin", "data.ift"), _run_spin_pairs, methods=("spin",), replaces=("judge", "pairs")),
     Stage("dno_pairs", "iteration t (dno): every pair of candidates and reference whose score gap reaches the "
           "margin, repetitive samples as negatives, plus replayed pairs of earlier iterations -> "
           "iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t), _dno_pair_inputs,
-          ("seed", "dno", "pairs.min_valid_judgments"), _run_dno_pairs, enabled=lambda cfg: cfg.method == "dno"),
+          ("seed", "dno", "pairs.min_valid_judgments"), _run_dno_pairs, methods=("dno",), replaces=("pairs",)),
     Stage("human_pairs", "iteration t (dpo_human, rlhf): human preference pairs from pairs.human_train, evaluation "
           "prompts removed -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
           lambda cfg, rd, t: [*_files([cfg.pairs.human_train]), *eval_prompt_files(cfg)],
           ("seed", "pairs.human_train", "pairs.max_human_train", "eft_build.near_duplicate_threshold",
            "eval.prompts", "eval.human_prefs"), _run_human_pairs,
-          enabled=lambda cfg: cfg.method in ("dpo_human", "rlhf")),
+          methods=("dpo_human", "rlhf"), replaces=("prompts", "sample", "judge", "pairs")),
     Stage("cream_pairs", "iteration t (cream): highest vs lowest, each pair weighted by its rankings' consistency "
           "(Kendall tau of the current and the previous model's rankings) -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
-          _cream_pair_inputs, ("pairs", "cream"), _run_cream_pairs, enabled=lambda cfg: cfg.method == "cream"),
+          _cream_pair_inputs, ("pairs", "cream"), _run_cream_pairs, methods=("cream",), replaces=("pairs",)),
     Stage("scir_pairs", "iteration t (scir): highest vs lowest, kept where M_t's DPO implicit reward (against the "
           "model it trained from) also prefers chosen -> iter_<t>/pairs.jsonl", True, lambda rd, t: rd.pairs(t),
           lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.model(t),
                               _model_input(implicit_reference(cfg, rd, t))],
           ("pairs", "seed", "model.dtype", "dpo.beta", "dpo.max_length", "dpo.init"), _run_scir_pairs,
-          enabled=lambda cfg: cfg.method == "scir"),
+          methods=("scir",), replaces=("pairs",)),
     Stage("judge_pairs", "iteration t (meta_rewarding, t in meta.judge_iterations): position-weighted Elo over "
           "the meta-judgments, best vs worst judgment -> iter_<t>/judge_pairs.jsonl", True,
           lambda rd, t: rd.judge_pairs(t),
           lambda cfg, rd, t: [rd.candidates(t), rd.judgments(t), rd.meta_judgments(t), rd.pairs(t), *_template(cfg)],
           ("seed", "meta.max_chosen_words", "meta.judge_pair_fraction", "judge.template"), _run_judge_pairs,
-          enabled=lambda cfg: cfg.method == "meta_rewarding", in_iteration=_trains_judge),
+          methods=("meta_rewarding",), in_iteration=_trains_judge),
     Stage("dpo", "iteration t: DPO on iter_<t>/pairs.jsonl (and judge_pairs.jsonl) -> models/M<t+1>", True,
           lambda rd, t: rd.model(t + 1),
           lambda cfg, rd, t: [rd.pairs(t), *([rd.judge_pairs(t)] if _trains_judge(cfg, t) else []),
                               _dpo_start(cfg, rd, t)],
-          ("seed", "model.dtype", "dpo"), _run_dpo, enabled=lambda cfg: cfg.method != "rlhf"),
+          ("seed", "model.dtype", "dpo"), _run_dpo, makes_model=True),
     Stage("reward_model", "iteration t (rlhf): a Bradley-Terry reward model from M_t (TRL's RewardTrainer) on a "
           "seeded train split of iter_<t>/pairs.jsonl, held-out accuracy beside the length heuristic -> "
           "iter_<t>/reward_model", True, lambda rd, t: rd.reward_model(t),
           lambda cfg, rd, t: [rd.pairs(t), rd.model(t)], ("seed", "model.dtype", *RLHF_REWARD_KEYS),
-          _run_reward_model, enabled=lambda cfg: cfg.method == "rlhf"),
+          _run_reward_model, methods=("rlhf",)),
     Stage("rl", "iteration t (rlhf): M_t optimised against the reward model with RLOO or GRPO (rlhf.trainer; TRL "
           "ships no PPO) -> models/M<t+1>", True, lambda rd, t: rd.model(t + 1),
           lambda cfg, rd, t: [rd.pairs(t), rd.reward_model(t), rd.model(t), *_rl_prompt_inputs(cfg)],
           ("seed", "model.dtype", "data.max_ift", "eft_build.near_duplicate_threshold", *RLHF_RL_KEYS), _run_rl,
-          enabled=lambda cfg: cfg.method == "rlhf"),
+          methods=("rlhf",), replaces=("dpo",), makes_model=True),
 ]
 BY_NAME = {s.name: s for s in STAGES}
 
 
 def schedule(cfg: Config) -> list[tuple[Stage, int]]:
     """Every (stage, iteration) of a run, in the order they run; t = 0 before the iterations."""
-    out = [(s, 0) for s in STAGES if not s.per_iteration and s.enabled(cfg)]
+    rows = [s for s in STAGES if runs(s, cfg)]
+    out = [(s, 0) for s in rows if not s.per_iteration]
     for t in range(1, cfg.iterations + 1):
-        out += [(s, t) for s in STAGES if s.per_iteration and s.enabled(cfg) and s.in_iteration(cfg, t)]
+        out += [(s, t) for s in rows if s.per_iteration and s.in_iteration(cfg, t)]
     return out
 
 

@@ -1,0 +1,318 @@
+"""transformers in process: batched sampling with shared prefills.
+
+Three savings over calling `generate` once per sample (the path public implementations take):
+1. The prefix shared by every prompt of a call (for judgments, the whole rubric: about 300
+   tokens of a 450-token prompt) is prefilled once and its KV cache copied into each batch.
+2. A prompt's prefill is computed once and its cache repeated for its n samples (`generate`
+   with num_return_sequences repeats the prompt before prefill, so it pays n times).
+3. Rows are decoded together, sorted by length to cut padding, and finished rows (EOS, or a
+   judgment whose score line is complete) leave the batch.
+And three that make a CPU decode step cost what its matmuls cost (profile in docs/LOG.md: at
+96 rows x 450 tokens of context they were a quarter of the step):
+4. One-token attention as two grouped matmuls (`_compat.use_decode_attention`) instead of SDPA's
+   CPU flash kernel, which takes 2.6-17 ms per layer call in bf16 against 1.5 ms.
+5. A KV cache that writes into preallocated room (`_compat.roomy_cache`) instead of concatenating
+   the whole cache every step; finished rows are dropped in batches, not one copy per row.
+6. Nucleus sampling over the top 256 tokens (exact: it falls back to a full sort when they
+   hold less than top_p of the mass) instead of sorting 49k-entry rows every step.
+Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4 and 5 patch
+transformers internals (srlm/engines/_compat.py); when a release breaks them they warn and the slower
+standard path runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+
+from srlm.engines import _compat
+from srlm.data import rubric
+from srlm.engines.backends.base import Chat, Completion, SamplingParams
+from srlm.engines.backends.scoring import ChoiceTokens, choice_token_ids, digit_token_ids
+from srlm.data.repetition import RepetitionGuard
+from srlm.engines.modeling import ModelRef, context_window, load_model, load_tokenizer, pick_dtype, set_threads
+
+MIN_SHARED_PREFIX = 16  # below this a shared prefill saves less than the cache copies cost
+TOP_P_CANDIDATES = 256  # nucleus search width before falling back to a full sort
+DROP_FRACTION = 8  # drop finished rows once they are 1/8 of the batch (each drop copies the cache)
+CACHE_ROOM = 32  # free KV positions added when the cache grows (attention covers them too)
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFBackend:
+    def __init__(self, model, tokenizer, batch_size: int = 32):
+        self.model = model
+        self.tok = tokenizer
+        self.batch_size = max(1, batch_size)
+        eos = set()
+        for v in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+            if isinstance(v, int):
+                eos.add(v)
+            elif isinstance(v, (list, tuple)):
+                eos.update(int(x) for x in v)
+        self.eos_ids = eos
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+        self.cache_kw = _compat.cache_kwarg(model)
+        _compat.use_decode_attention(model)
+        self.digit_ids = digit_token_ids(tokenizer)
+        self.digit_set = {t for ids in self.digit_ids.per_choice for t in ids}
+        self._choice_ids: dict[tuple[str, ...], ChoiceTokens] = {}
+
+    @classmethod
+    def from_config(cls, cfg, ref: ModelRef) -> "HFBackend":
+        set_threads(cfg.model.threads)
+        tok = load_tokenizer(ref)
+        model = load_model(ref, dtype=pick_dtype(cfg.model.dtype), device=_device())
+        return cls(model, tok, cfg.backend.batch_size)
+
+    @property
+    def context_window(self) -> int:
+        return context_window(self.model)
+
+    def encode(self, chats: list[Chat]) -> list[list[int]]:
+        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        return [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def count_prompt_tokens(self, chats: list[Chat]) -> list[int]:
+        return [len(x) for x in self.encode(chats)]
+
+    def close(self) -> None:
+        self.model = None
+
+    @torch.inference_mode()
+    def generate(self, chats: list[Chat], params: SamplingParams, seed: int) -> list[list[Completion]]:
+        if not chats:
+            return []
+        ids = self.encode(chats)
+        gen = torch.Generator().manual_seed(seed)
+        prefix_len = _common_prefix_len(ids) if len(ids) > 1 else 0
+        if prefix_len < MIN_SHARED_PREFIX:
+            prefix_len = 0
+        prefix_cache = self._prefill_prefix(ids[0][:prefix_len]) if prefix_len else None
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        per_batch = max(1, self.batch_size // params.n)
+        results: list[list[Completion]] = [[] for _ in chats]
+        for start in range(0, len(order), per_batch):
+            idx = order[start:start + per_batch]
+            suffixes = [ids[i][prefix_len:] for i in idx]
+            outs = self._generate_batch(suffixes, prefix_len, prefix_cache, params, gen)
+            for j, i in enumerate(idx):
+                results[i] = outs[j * params.n:(j + 1) * params.n]
+        return results
+
+    def _new_cache(self, room: int):
+        return _compat.roomy_cache(self.model.config, room)
+
+    def _prefill_prefix(self, prefix: list[int]):
+        cache = self._new_cache(room=0)
+        x = torch.tensor([prefix], device=self.model.device)
+        self.model(input_ids=x, use_cache=True, **{self.cache_kw: cache}, logits_to_keep=1)
+        return cache
+
+    def _generate_batch(self, suffixes, prefix_len, prefix_cache, params: SamplingParams, gen) -> list[Completion]:
+        dev = self.model.device
+        B, S, n = len(suffixes), max(len(s) for s in suffixes), params.n
+        inp = torch.full((B, S), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, prefix_len + S), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        for r, s in enumerate(suffixes):
+            inp[r, S - len(s):] = torch.tensor(s)
+            mask[r, prefix_len + S - len(s):] = 1
+        room = min(params.max_new_tokens, CACHE_ROOM)
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)  # prefilled with no room: it is copied per row
+            _compat.set_cache_room(cache, room)
+            cache.batch_repeat_interleave(B)
+        else:
+            cache = self._new_cache(room)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos[:, prefix_len:].to(dev),
+                         use_cache=True, **{self.cache_kw: cache}, logits_to_keep=1)
+        logits = out.logits[:, -1].float().cpu()
+        # Share each prompt's prefill across its n samples: repeat the cache, not the prompt.
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.repeat_interleave(n, 0)
+            mask = mask.repeat_interleave(n, 0)
+        next_pos = pos[:, -1].repeat_interleave(n, 0) + 1
+        rows = B * n
+        alive = torch.arange(rows)  # original row of each batch slot
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        reason = ["length"] * rows
+        guards = [RepetitionGuard(params.stop_repetition) for _ in range(rows)] if params.stop_repetition else None
+        cut_at: dict[int, int] = {}
+        # Expected scoring: the digit distribution at the step where a row writes its score digit.
+        pending: dict[int, list[float]] = {}
+        digit_probs: dict[int, list[float]] = {}
+        # Finished rows stay in the batch (their tokens ignored) until they are a DROP_FRACTION of
+        # it: each drop copies the whole cache, which costs more than decoding a few extra rows.
+        finished = torch.zeros(rows, dtype=torch.bool)
+        for step in range(params.max_new_tokens):
+            nxt = _sample(logits, params.temperature, params.top_p, gen)
+            if params.score_probs and pending:
+                probs = self._digit_distribution(logits, [s for s, r in enumerate(alive.tolist()) if r in pending])
+                for slot, p in probs.items():
+                    pending[int(alive[slot])] = p
+            for slot, row in enumerate(alive.tolist()):
+                if finished[slot]:
+                    continue
+                t = int(nxt[slot])
+                if row in pending:
+                    p = pending.pop(row)
+                    if t in self.digit_set and row not in digit_probs:
+                        digit_probs[row] = p
+                if t in self.eos_ids:
+                    finished[slot] = True
+                    reason[row] = "stop"
+                    continue
+                tokens[row].append(t)
+                if guards is not None:
+                    cut = guards[row].push(t)
+                    if cut is not None:
+                        cut_at[row] = cut
+                        finished[slot] = True
+                        reason[row] = "repetition"
+                        continue
+                if params.stop_at_score and self._score_done(tokens[row]):
+                    finished[slot] = True
+                    reason[row] = "stop"
+                elif params.score_probs and row not in digit_probs and self._at_score_prefix(tokens[row]):
+                    pending[row] = []  # read the distribution at the next step
+            if step == params.max_new_tokens - 1 or finished.all():
+                break
+            if finished.sum() * DROP_FRACTION >= len(alive):
+                keep = (~finished).nonzero().squeeze(1)
+                cache.batch_select_indices(keep.to(dev))
+                alive, nxt, mask, next_pos = alive[keep], nxt[keep], mask[keep], next_pos[keep]
+                finished = finished[keep]
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], 1)
+            out = self.model(input_ids=nxt[:, None].to(dev), attention_mask=mask.to(dev),
+                             position_ids=next_pos[:, None].to(dev), use_cache=True, **{self.cache_kw: cache})
+            logits = out.logits[:, -1].float().cpu()
+            next_pos = next_pos + 1
+        outs = []
+        for row in range(rows):
+            toks = tokens[row][:cut_at[row]] if row in cut_at else tokens[row]
+            text = self.tok.decode(toks, skip_special_tokens=True)
+            if params.stop_at_score:
+                text = rubric.truncate_after_score(text)
+            probs = None
+            if params.score_probs and row in digit_probs and rubric.parse_score(text)[0] is not None:
+                probs = digit_probs[row]
+            outs.append(Completion(text=text, num_tokens=len(tokens[row]), finish_reason=reason[row],
+                                   score_probs=probs))
+        return outs
+
+    def _at_score_prefix(self, toks: list[int]) -> bool:
+        # Cheap tail check first, as in _score_done.
+        tail = self.tok.decode(toks[-4:], skip_special_tokens=True)
+        if not rubric.SCORE_PREFIX_END.search(tail):
+            return False
+        return rubric.SCORE_PREFIX_END.search(self.tok.decode(toks, skip_special_tokens=True)) is not None
+
+    def _digit_distribution(self, logits: torch.Tensor, slots: list[int]) -> dict[int, list[float]]:
+        """The model's own next-token distribution (temperature 1) over the score digits, summed
+        over each digit's token variants and renormalised over the six."""
+        return _choice_mass(logits, slots, self.digit_ids.per_choice)
+
+    @torch.inference_mode()
+    def score_probs(self, chats: list[Chat], prefixes: list[str]) -> list[list[float] | None]:
+        """One forward pass per batch over chat + assistant prefix; the last position's digit
+        distribution. A prefix that ends in a space is encoded without it when this tokenizer
+        writes digits with a leading space (' 3'), so the digit is the next token."""
+        return self._prefix_distributions(chats, prefixes, self.digit_ids)
+
+    @torch.inference_mode()
+    def choice_probs(self, chats: list[Chat], prefixes: list[str], choices: list[str]) -> list[list[float] | None]:
+        """As score_probs, over single-token `choices` (e.g. the meta-judge's "A", "B"): each
+        choice's probability is summed over the tokens that write it (choice_token_ids) and the
+        choices renormalised to sum 1."""
+        key = tuple(choices)
+        if key not in self._choice_ids:
+            ids = choice_token_ids(self.tok, key)
+            missing = [c for c, t in zip(key, ids.per_choice) if not t]
+            if missing:
+                raise ValueError(f"choice_probs: {missing} are not single tokens of this tokenizer")
+            self._choice_ids[key] = ids
+        return self._prefix_distributions(chats, prefixes, self._choice_ids[key])
+
+    def _prefix_distributions(self, chats: list[Chat], prefixes: list[str],
+                              targets: ChoiceTokens) -> list[list[float] | None]:
+        if len(chats) != len(prefixes):
+            raise ValueError(f"{len(chats)} chats but {len(prefixes)} prefixes")
+        if not chats:
+            return []
+        if targets.spaced:
+            prefixes = [p.rstrip(" ") for p in prefixes]
+        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + p
+                 for c, p in zip(chats, prefixes)]
+        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out: list[list[float] | None] = [None] * len(ids)
+        dev = self.model.device
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            S = max(len(ids[i]) for i in idx)
+            inp = torch.full((len(idx), S), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), S), dtype=torch.long)
+            for r, i in enumerate(idx):
+                inp[r, S - len(ids[i]):] = torch.tensor(ids[i])
+                mask[r, S - len(ids[i]):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                use_cache=False, logits_to_keep=1).logits[:, -1].float().cpu()
+            for r, p in _choice_mass(logits, list(range(len(idx))), targets.per_choice).items():
+                out[idx[r]] = p
+        return out
+
+    def _score_done(self, toks: list[int]) -> bool:
+        # Cheap tail check first; decode the whole row only when a score line may be ending.
+        tail = self.tok.decode(toks[-6:], skip_special_tokens=True)
+        if "Score" not in tail:
+            return False
+        return rubric.score_line_complete(self.tok.decode(toks, skip_special_tokens=True))
+
+
+def _choice_mass(logits: torch.Tensor, slots: list[int], per_choice: list[list[int]]) -> dict[int, list[float]]:
+    """Per slot (row of logits), the softmax mass of each choice's token ids, renormalised over the
+    choices: a softmax over each choice's logsumexp, the same numbers without the full softmax's
+    underflow when the choices are far from the most likely token."""
+    if not slots:
+        return {}
+    rows = logits[slots].float()
+    per = torch.stack([torch.logsumexp(rows[:, ids], dim=-1) for ids in per_choice], dim=-1)
+    return {s: row.tolist() for s, row in zip(slots, torch.softmax(per, dim=-1))}
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs) - 1  # every row keeps at least one token to prefill
+    for i in range(max(0, n)):
+        t = first[i]
+        if any(s[i] != t for s in seqs):
+            return i
+    return max(0, n)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p >= 1.0:
+        return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    top, idx = probs.topk(min(TOP_P_CANDIDATES, probs.shape[-1]), dim=-1)
+    if (top.sum(-1) <= top_p).any():
+        top, idx = probs.sort(-1, descending=True)  # a flat row: its nucleus may extend past the top k
+    # Keep the smallest set whose mass reaches top_p (the top token always survives).
+    cum = top.cumsum(-1)
+    top = top.masked_fill((cum - top) > top_p, 0.0)
+    return idx.gather(-1, torch.multinomial(top, 1, generator=gen)).squeeze(1)
+
+
+# Threads are set once per process; tokenizers' own pool would fight torch's for 2 cores.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
