@@ -144,3 +144,49 @@ def test_m1_reuses_m0_ifeval_only_when_sft_was_skipped(tmp_path, skipped):
     else:
         with pytest.raises(AssertionError, match="generated"):
             ifeval_model(c, run, "M1", NoBackend())
+
+
+@pytest.mark.parametrize("skipped", [True, False])
+def test_m1_reuses_m0_judge_agreement_answers_and_pairwise_when_sft_was_skipped(tmp_path, skipped):
+    """M1 = M0 (sft.enabled=false): every per-model cache of M0 is copied, nothing generated; with
+    a trained M1 the same call must reach the backend."""
+    from srlm.data import loaders
+    from srlm.evaluation import evaluate as ev
+    from srlm.run.config import load_config
+    from srlm.run.rundir import RunDir
+
+    cfg = load_config("tiny")
+    run = str(tmp_path)
+    rd = RunDir(run)
+    os.makedirs(rd.model(1))
+    rd.write_marker(rd.model(1), {"sft/skipped": 1} if skipped else {"sft/loss": 1.0}, {}, "x")
+    pairs = [loaders.HumanPair("p1", "q", "long answer", "short", "a")]
+    src = ev.HumanSource("prefs", "prefs.jsonl", pairs, {"pairs": 1}, None)
+    d = os.path.join(run, "eval")
+    agree = os.path.join(d, "agreement_prefs_M0.jsonl")
+    write_jsonl(agree, [{"id": "p1", "label": "a", "category": None, "scores_a": [4.0], "scores_b": [2.0],
+                         "judgment_a": "Score: 4", "judgment_b": "Score: 2"}])
+    mark_done(agree, {"pairs": 1, "scoring": cfg.judge.scoring, "settings": ev.judge_settings(cfg)})
+    answers = os.path.join(d, "answers_M0.jsonl")
+    write_jsonl(answers, [{"id": "e1", "category": "c", "prompt": "q", "answer": "an answer", "num_tokens": 3,
+                           "finish_reason": "stop"}])
+    mark_done(answers, {"answers": 1})
+    pw = os.path.join(d, "pairwise_prefs_M0.jsonl")
+    write_jsonl(pw, [{"id": "p1", "label": "a", "category": None, "verdict_ab": "A", "verdict_ba": "B",
+                      "error_ab": None, "error_ba": None, "text_ab": "Winner: A", "text_ba": "Winner: B"}])
+    mark_done(pw, {"judge": cfg.eval.judge, "pairs": 1, "settings": ev.judge_settings(cfg)})
+
+    class NoBackend:  # judging or answering would need a model: reuse must not get here
+        def __getattr__(self, name):
+            raise AssertionError("M1 was evaluated, not reused")
+
+    if not skipped:
+        with pytest.raises(AssertionError, match="evaluated"):
+            ev.eval_model(cfg, run, "M1", NoBackend(), [src])
+        return
+    res = ev.eval_model(cfg, run, "M1", NoBackend(), [src])
+    assert res["agreement"]["prefs"]["accuracy"] == 1.0 and res["length"]["mean_chars"] == len("an answer")
+    for path in (agree, answers):
+        assert open(path.replace("_M0.", "_M1.")).read() == open(path).read()
+    assert os.path.exists(os.path.join(d, "alpaca_eval", "M1", "model_outputs.json"))
+    assert ev.pairwise_agreement(cfg, run, src, "M1", NoBackend())["consistency"] == 1.0

@@ -3,7 +3,8 @@
 Per human-preference source, with no model: the baseline every judge figure must beat, "the
 longer response (in characters) wins" (at 135M parameters it beats the self-judge: 67.5% on
 the PandaLM test set), and per category when the file mixes several.
-Per model of a run (M0, M1 after SFT, M2, ...):
+Per model of a run (M0, M1 after SFT, M2, ...; with sft.enabled=false M1 is M0 and its results are
+M0's, copied):
 - Judge agreement with humans: the model judges both responses of each human-labelled pair
   with the rubric (K samples, averaged); accuracy is how often the higher mean score is the
   human-preferred response (paper Table 4: 65.1% IFT-only, 78.7% with EFT, 81.7% at M3).
@@ -388,7 +389,7 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
         # A cache made with other pairs (eval.max_human_pairs) or judge settings is recomputed;
         # markers written before these keys existed compare on scoring only.
         info = {"scoring": scoring, "pairs": src.stats.get("pairs", len(src.pairs)), "settings": judge_settings(cfg)}
-        if not _cached(out, info):
+        if not _cached(out, info) and not _reuse_m0(run_dir, name, out, info):
             pairs = src.pairs
             print(f"eval {name}: judging {len(pairs)} human-labelled pairs from {src.source} (k={cfg.eval.k})", flush=True)
             items = [(p.prompt, p.response_a) for p in pairs] + [(p.prompt, p.response_b) for p in pairs]
@@ -423,6 +424,8 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
         results["agreement"][src.name] = summary
 
     out = os.path.join(ev, f"answers_{name}.jsonl")
+    if not is_done(out) and _reuse_m0(run_dir, name, out, {}):
+        export_answers(run_dir, name, read_jsonl(out))
     if not is_done(out):
         prompts = loaders.load_prompts(cfg.eval.prompts, cfg.eval.max_prompts)
         print(f"eval {name}: answering {len(prompts)} eval prompts", flush=True)
@@ -497,7 +500,7 @@ def pairwise_agreement(cfg, run_dir: str, src: HumanSource, label: str, judge_ba
     Output: DIR/eval/pairwise_<source>_<judge>.jsonl."""
     out = os.path.join(run_dir, "eval", f"pairwise_{src.name}_{label}.jsonl")
     info = {"judge": cfg.eval.judge, "pairs": len(src.pairs), "settings": judge_settings(cfg)}
-    if not _cached(out, info):
+    if not _cached(out, info) and not _reuse_m0(run_dir, label, out, info):
         print(f"eval: pairwise judge {label} on {len(src.pairs)} human pairs from {src.source}, both orders", flush=True)
         ab, ba = pairwise_verdicts(cfg, judge_backend, [(p.prompt, p.response_a, p.response_b) for p in src.pairs],
                                    derive_seed(cfg.seed, "pairwise-human", label, src.source))
@@ -590,13 +593,8 @@ def ifeval_model(cfg, run_dir: str, name: str, backend) -> dict:
 
     out = os.path.join(run_dir, "eval", f"ifeval_{name}.jsonl")
     info = {"size": cfg.eval.ifeval_size, "max_new_tokens": cfg.eval.ifeval_max_new_tokens, "seed": cfg.seed}
-    m0_out = os.path.join(run_dir, "eval", "ifeval_M0.jsonl")
-    if not _cached(out, info) and name == "M1" and _sft_skipped(run_dir) and _cached(m0_out, info):
-        # sft.enabled=false saves M0's own weights as M1: greedy answers are M0's (checked: the
-        # same 320 rows byte for byte in runs/verified), so its scored rows are reused.
-        shutil.copyfile(m0_out, out)
-        mark_done(out, info)
-    if not _cached(out, info):
+    # Greedy answers of M1 = M0 are M0's (checked: the same 320 rows byte for byte in runs/verified).
+    if not _cached(out, info) and not _reuse_m0(run_dir, name, out, info):
         prompts = ifeval_checks.load_prompts(cfg.eval.ifeval_size, cfg.seed)
         print(f"eval {name}: IFEval, {len(prompts)} prompts (greedy, up to {cfg.eval.ifeval_max_new_tokens} tokens)",
               flush=True)
@@ -605,6 +603,20 @@ def ifeval_model(cfg, run_dir: str, name: str, backend) -> dict:
         write_jsonl(out, rows)
         mark_done(out, info)
     return ifeval.summarize(read_jsonl(out), seed=cfg.seed)
+
+
+def _reuse_m0(run_dir: str, name: str, out: str, info: dict) -> bool:
+    """With sft.enabled=false the sft stage saves M0's own weights as M1, so M1's evaluation is
+    M0's: copy M0's cached result (same file name with M0 for M1) instead of recomputing it.
+    Answers and greedy verdicts would come out the same; sampled judgments would differ only in
+    their random draws (their seed names the model), so M1's figures equal M0's by construction.
+    True when copied."""
+    src = os.path.join(os.path.dirname(out), re.sub(r"_M1(\.jsonl)$", r"_M0\1", os.path.basename(out)))
+    if name != "M1" or src == out or not _cached(src, info) or not _sft_skipped(run_dir):
+        return False
+    shutil.copyfile(src, out)
+    mark_done(out, {**read_json(marker(src), {}), "copied_from": "M0 (sft.enabled=false: M1 is M0)"})
+    return True
 
 
 def _sft_skipped(run_dir: str) -> bool:
