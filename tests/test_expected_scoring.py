@@ -3,6 +3,7 @@ the model's logits, and the repetition cut."""
 
 import math
 import os
+from collections import Counter
 
 import pytest
 import torch
@@ -79,6 +80,45 @@ def test_expected_scores_in_judging(m1_backend, tiny_run):
     parsed_rows = judge_items(m1_backend, template, items, 1, JudgeConfig(temperature=0.0, max_new_tokens=12), seed=0)
     for row, prow in zip(rows, parsed_rows):
         assert prow[0].text == row[0].text and prow[0].score == row[0].parsed and prow[0].probs is None
+
+
+@pytest.mark.parametrize("max_new_tokens,stop_repetition,n", [(3, 0, 1), (16, 1, 3), (12, 0, 2)])
+def test_forced_prefix_read_in_the_same_decode(m1_backend, tiny_run, max_new_tokens, stop_repetition, n):
+    """force_score: a judgment that ends without a score line (length cap, repetition cut, EOS)
+    is fed its forced prefix from its own cache; the distribution must equal the separate pass
+    over the whole prompt (score_probs), which teacher-forces the same text."""
+    from srlm.run.config import load_config
+
+    from tiny import TOPICS
+
+    cfg = load_config(os.path.join(tiny_run, "config.yaml"))
+    template = rubric.load_template(cfg.judge.template)
+    chats = [[{"role": "user", "content": rubric.render(template, f"Describe {t}.", f"{t} " * (i % 3 + 1))}]
+             for i, t in enumerate(TOPICS)]
+    params = SamplingParams(n=n, temperature=0.7, top_p=0.9, max_new_tokens=max_new_tokens, stop_at_score=True,
+                            score_probs=True, force_score=True, stop_repetition=stop_repetition)
+    outs = m1_backend.generate(chats, params, seed=3)
+    forced = Counter()
+    for chat, comps in zip(chats, outs):
+        for c in comps:
+            text = rubric.truncate_after_score(c.text)
+            if c.score_forced:
+                forced[c.finish_reason] += 1
+                separate = m1_backend.score_probs([chat], [rubric.forced_prefix(text)])[0]
+                assert c.score_probs == pytest.approx(separate, abs=1e-4)
+            elif c.score_probs is None:  # the judge's separate pass would read these
+                assert rubric.parse_score(text)[0] is None
+    assert sum(forced.values()) > 0, "no judgment was forced, so this compares nothing"
+    if max_new_tokens == 3:
+        assert forced["length"] > 0
+    if stop_repetition:
+        assert forced["repetition"] > 0, "no repetition cut was forced"
+    # Greedy, with and without force_score, the texts are the same: the forced tokens are not
+    # text. (Sampled texts may differ: rows that stay longer in the batch shift the RNG stream.)
+    greedy = {**vars(params), "temperature": 0.0}
+    texts = [[[c.text for c in r] for r in m1_backend.generate(chats, SamplingParams(**{**greedy, "force_score": f}),
+                                                                seed=3)] for f in (False, True)]
+    assert texts[0] == texts[1]
 
 
 def test_repetition_guard_hand_cases():

@@ -9,7 +9,10 @@ Judging in `expected` mode (judge.scoring, srlm/loop/judge.py) needs two more th
   the next-token distribution over the digits 0-5 read at the position where it wrote the
   digit (`Completion.score_probs`, six probabilities summing to 1);
 - `score_probs(chats, prefixes)`: for a judgment that stopped without a score line, the same
-  distribution read after the judgment text plus a forced score prefix (`\\nScore: `).
+  distribution read after the judgment text plus a forced score prefix (`\\nScore: `). With
+  `SamplingParams.force_score` an engine may read it during generation instead (the
+  transformers backend feeds the prefix to the judgment's own KV cache), marking the
+  completion `score_forced`; the judge asks `score_probs()` only for the rest.
 An engine that cannot read token probabilities returns None for them; the judge then says so
 once and falls back to parsing the score line.
 The meta-judge in `expected` mode (meta.scoring, srlm/methods/meta_rewarding.py) reads the same kind of
@@ -37,6 +40,11 @@ class SamplingParams:
     # Judgments in `expected` mode: record the distribution over SCORE_DIGITS where the
     # model writes its score digit.
     score_probs: bool = False
+    # With score_probs: a completion that ends without a score line gets the same distribution
+    # read after its text plus rubric.FORCED_PREFIX (as `score_probs()` would), where the engine
+    # can do it in the same decode, reusing the completion's KV cache (Completion.score_forced).
+    # Engines without it leave those completions' score_probs None.
+    force_score: bool = False
     # Stop a completion once it repeats itself: the last `stop_repetition` tokens (words for
     # engines that only see text) have already occurred twice before. 0 = off.
     stop_repetition: int = 0
@@ -50,6 +58,8 @@ class Completion:
     # Six probabilities over SCORE_DIGITS at the score digit the model wrote itself (only
     # with SamplingParams.score_probs, and only when it wrote a score line); None otherwise.
     score_probs: list[float] | None = None
+    # True when score_probs were read after a forced score prefix (SamplingParams.force_score).
+    score_forced: bool = False
 
 
 Chat = list[dict]

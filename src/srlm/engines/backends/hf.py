@@ -88,7 +88,8 @@ class HFBackend:
     def generate(self, chats: list[Chat], params: SamplingParams, seed: int) -> list[list[Completion]]:
         if not chats:
             return []
-        ids = self.encode(chats)
+        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         gen = torch.Generator().manual_seed(seed)
         prefix_len = _common_prefix_len(ids) if len(ids) > 1 else 0
         if prefix_len < MIN_SHARED_PREFIX:
@@ -100,7 +101,8 @@ class HFBackend:
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
             suffixes = [ids[i][prefix_len:] for i in idx]
-            outs = self._generate_batch(suffixes, prefix_len, prefix_cache, params, gen)
+            outs = self._generate_batch(suffixes, prefix_len, prefix_cache, params, gen,
+                                        prompts=[(texts[i], ids[i]) for i in idx])
             for j, i in enumerate(idx):
                 results[i] = outs[j * params.n:(j + 1) * params.n]
         return results
@@ -114,7 +116,8 @@ class HFBackend:
         self.model(input_ids=x, use_cache=True, **{self.cache_kw: cache}, logits_to_keep=1)
         return cache
 
-    def _generate_batch(self, suffixes, prefix_len, prefix_cache, params: SamplingParams, gen) -> list[Completion]:
+    def _generate_batch(self, suffixes, prefix_len, prefix_cache, params: SamplingParams, gen,
+                        prompts: list[tuple[str, list[int]]] | None = None) -> list[Completion]:
         dev = self.model.device
         B, S, n = len(suffixes), max(len(s) for s in suffixes), params.n
         inp = torch.full((B, S), self.pad_id, dtype=torch.long)
@@ -149,17 +152,47 @@ class HFBackend:
         # Expected scoring: the digit distribution at the step where a row writes its score digit.
         pending: dict[int, list[float]] = {}
         digit_probs: dict[int, list[float]] = {}
+        # Forced score prefixes (params.force_score): a judgment that ends without a score line
+        # goes on with the tokens of text + FORCED_PREFIX fed from its own cache instead of a
+        # second pass over its whole prompt; the digit distribution is read after the last one.
+        force = params.score_probs and params.force_score and prompts is not None
+        forcing: dict[int, list[int]] = {}  # row -> forced tokens still to feed
+        force_read: set[int] = set()  # rows whose last forced token is being fed this step
+        forced_rows: set[int] = set()
+        first_col = prefix_len + S  # mask column of each row's first generated token
         # Finished rows stay in the batch (their tokens ignored) until they are a DROP_FRACTION of
         # it: each drop copies the whole cache, which costs more than decoding a few extra rows.
         finished = torch.zeros(rows, dtype=torch.bool)
-        for step in range(params.max_new_tokens):
+
+        def start_forcing(row: int, slot: int) -> bool:  # reads the loop's current tensors and step
+            return force and self._force_score(row, row in digit_probs, slot, step, tokens, cut_at, prompts[row // n],
+                                               nxt, mask, next_pos, first_col, forcing, force_read)
+
+        step = 0
+        while True:
             nxt = _sample(logits, params.temperature, params.top_p, gen)
+            alive_rows = alive.tolist()
+            if force_read:
+                slots = [s for s, r in enumerate(alive_rows) if r in force_read]
+                for slot, p in self._digit_distribution(logits, slots).items():
+                    digit_probs[alive_rows[slot]] = p
+                    forced_rows.add(alive_rows[slot])
+                    finished[slot] = True
+                force_read.clear()
             if params.score_probs and pending:
-                probs = self._digit_distribution(logits, [s for s, r in enumerate(alive.tolist()) if r in pending])
+                probs = self._digit_distribution(logits, [s for s, r in enumerate(alive_rows) if r in pending])
                 for slot, p in probs.items():
-                    pending[int(alive[slot])] = p
-            for slot, row in enumerate(alive.tolist()):
+                    pending[alive_rows[slot]] = p
+            last = step >= params.max_new_tokens - 1  # no sampled token is kept after this step
+            for slot, row in enumerate(alive_rows):
                 if finished[slot]:
+                    continue
+                if row in forcing:
+                    pending.pop(row, None)
+                    nxt[slot] = forcing[row].pop(0)
+                    if not forcing[row]:
+                        del forcing[row]
+                        force_read.add(row)
                     continue
                 t = int(nxt[slot])
                 if row in pending:
@@ -167,23 +200,26 @@ class HFBackend:
                     if t in self.digit_set and row not in digit_probs:
                         digit_probs[row] = p
                 if t in self.eos_ids:
-                    finished[slot] = True
                     reason[row] = "stop"
+                    finished[slot] = not start_forcing(row, slot)
                     continue
                 tokens[row].append(t)
                 if guards is not None:
                     cut = guards[row].push(t)
                     if cut is not None:
                         cut_at[row] = cut
-                        finished[slot] = True
                         reason[row] = "repetition"
+                        finished[slot] = not start_forcing(row, slot)
                         continue
                 if params.stop_at_score and self._score_done(tokens[row]):
                     finished[slot] = True
                     reason[row] = "stop"
-                elif params.score_probs and row not in digit_probs and self._at_score_prefix(tokens[row]):
+                    continue
+                if params.score_probs and row not in digit_probs and self._at_score_prefix(tokens[row]):
                     pending[row] = []  # read the distribution at the next step
-            if step == params.max_new_tokens - 1 or finished.all():
+                if last:  # the length cap: this token is kept but never fed
+                    finished[slot] = not start_forcing(row, slot)
+            if finished.all() or (last and not forcing and not force_read):
                 break
             if finished.sum() * DROP_FRACTION >= len(alive):
                 keep = (~finished).nonzero().squeeze(1)
@@ -195,6 +231,7 @@ class HFBackend:
                              position_ids=next_pos[:, None].to(dev), use_cache=True, **{self.cache_kw: cache})
             logits = out.logits[:, -1].float().cpu()
             next_pos = next_pos + 1
+            step += 1
         outs = []
         for row in range(rows):
             toks = tokens[row][:cut_at[row]] if row in cut_at else tokens[row]
@@ -202,11 +239,52 @@ class HFBackend:
             if params.stop_at_score:
                 text = rubric.truncate_after_score(text)
             probs = None
-            if params.score_probs and row in digit_probs and rubric.parse_score(text)[0] is not None:
+            if row in forced_rows:
+                probs = digit_probs[row]
+            elif params.score_probs and row in digit_probs and rubric.parse_score(text)[0] is not None:
                 probs = digit_probs[row]
             outs.append(Completion(text=text, num_tokens=len(tokens[row]), finish_reason=reason[row],
-                                   score_probs=probs))
+                                   score_probs=probs, score_forced=row in forced_rows))
         return outs
+
+    def _force_score(self, row, scored, slot, step, tokens, cut_at, prompt, nxt, mask, next_pos, first_col, forcing,
+                     force_read) -> bool:
+        """Start feeding `row` the forced score prefix after its judgment text, from its own cache.
+
+        The token sequence fed is exactly what `score_probs()` would read: the tokenization of
+        prompt text + rubric.forced_prefix(judgment text). Its longest common prefix with the
+        generated tokens stays in the cache; generated tokens past it (a repetition cut, trailing
+        whitespace the prefix strips) are masked out, and positions resume where the common part
+        ends. Returns False when the row wrote a score the judge reads from its digit, or when the
+        prompt's own tokens would not survive re-tokenization (the judge then makes its pass)."""
+        toks = tokens[row][:cut_at[row]] if row in cut_at else tokens[row]
+        text = rubric.truncate_after_score(self.tok.decode(toks, skip_special_tokens=True))
+        if scored and rubric.parse_score(text)[0] is not None:
+            return False  # its written digit's distribution is its score (as in the judge)
+        target = rubric.forced_prefix(text)
+        if self.digit_ids.spaced:
+            target = target.rstrip(" ")
+        prompt_text, prompt_ids = prompt
+        ref = self.tok(prompt_text + target, add_special_tokens=False)["input_ids"]
+        if ref[:len(prompt_ids)] != prompt_ids or len(ref) <= len(prompt_ids):
+            return False
+        want = ref[len(prompt_ids):]
+        fed = step  # generated tokens in the cache: all but the one sampled this step
+        j = 0
+        while j < min(fed, len(want)) and tokens[row][j] == want[j]:
+            j += 1
+        if j == len(want):
+            return False  # nothing left to feed (cannot happen: the prefix ends in "Score:")
+        if j < fed:  # drop tokens j..fed-1 from attention; the next fed token takes token j's position
+            mask[slot, first_col + j:first_col + fed] = 0
+            next_pos[slot] -= fed - j
+        rest = list(want[j:])
+        nxt[slot] = rest.pop(0)
+        if rest:
+            forcing[row] = rest
+        else:
+            force_read.add(row)
+        return True
 
     def _at_score_prefix(self, toks: list[int]) -> bool:
         # Cheap tail check first, as in _score_done.
