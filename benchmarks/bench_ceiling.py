@@ -58,9 +58,10 @@ def main():
     if os.path.exists(path):
         s = json.load(open(path))["tokens_per_s"]
         frac = s["srlm"] / ceil["large-batch bf16 (compute bound)"]
-        print(f"srlm sampling: {s['srlm']:.0f} tokens/s = {100 * frac:.0f}% of the large-batch bf16 ceiling; "
-              f"naive: {s['naive']:.0f} tokens/s = {100 * s['naive'] / ceil['batch-1 fp32 (bandwidth bound)']:.0f}% "
-              "of the batch-1 fp32 ceiling")
+        naive = (f"; naive: {s['naive']:.0f} tokens/s = "
+                 f"{100 * s['naive'] / ceil['batch-1 fp32 (bandwidth bound)']:.0f}% of the batch-1 fp32 ceiling"
+                 if "naive" in s else "")  # absent after bench_sampling.py --no-naive
+        print(f"srlm sampling: {s['srlm']:.0f} tokens/s = {100 * frac:.0f}% of the large-batch bf16 ceiling{naive}")
         print(f"RATIO srlm sampling / large-batch bf16 ceiling = {frac:.2f}")
     else:
         print("RATIO unavailable: run bench_sampling.py first")

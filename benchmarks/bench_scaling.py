@@ -14,12 +14,28 @@ from common import machine, place_m1, table
 
 from srlm import pipeline
 from srlm.run.config import load_config, packaged_config
+from srlm.stages import schedule
 
 
 def start_run(cfg):
-    run_dir = pipeline.prepare(cfg)
-    place_m1(cfg, run_dir)
-    return run_dir
+    rd = pipeline.prepare(cfg)
+    place_m1(cfg, rd)
+    return rd
+
+
+def run_iteration(cfg, rd, t):
+    """Iteration t's rows of the stage table, as `srlm run` runs them (one backend shared by the
+    stages that generate with M_t, closed before training)."""
+    backends = pipeline.Backends(cfg)
+    try:
+        for stage, ti in schedule(cfg):
+            if ti != t:
+                continue
+            if stage.model is None:
+                backends.close()
+            pipeline.run_stage(stage, cfg, rd, t, backends)
+    finally:
+        backends.close()
 
 
 def rss_mb():
@@ -39,7 +55,7 @@ def main():
         cfg.output_dir = tempfile.mkdtemp(prefix=f"scale{n}-")
         run_dir = start_run(cfg)
         t = time.perf_counter()
-        pipeline.run_iteration(cfg, run_dir, 1)
+        run_iteration(cfg, run_dir, 1)
         dt = time.perf_counter() - t
         per_prompt.append(dt / n)
         rows.append([n, f"{dt:.1f}", f"{dt / n:.2f}"])
@@ -52,7 +68,7 @@ def main():
     run_dir = start_run(cfg)
     peaks = []
     for t in (1, 2, 3):
-        pipeline.run_iteration(cfg, run_dir, t)
+        run_iteration(cfg, run_dir, t)
         peaks.append(rss_mb())
     print(table([[t + 1, f"{p:.0f}"] for t, p in enumerate(peaks)], ["after iteration", "peak RSS MB"]))
     growth = peaks[2] / peaks[0] - 1

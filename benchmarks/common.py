@@ -1,7 +1,10 @@
-"""Shared by the benchmark scripts: the embedded model on both paths, fixed prompts, timing.
+"""Shared by the benchmark scripts: the embedded model on every path, fixed prompts, timing.
 
-Every benchmark measures srlm and its baseline in the same process run, alternating, and
-reports the median of several repeats, then a final `RATIO ...` line.
+Every benchmark measures srlm and its baselines in the same process run, alternating, and
+reports the median of several repeats, then final `RATIO ...` lines. Two baselines:
+naive (what public implementations do: fp32, one `model.generate` per sample) and the peer
+(what a competent plain-transformers user writes: srlm's dtype, SDPA attention, left padding,
+one batched `model.generate` per batch with num_return_sequences).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from srlm.engines.modeling import load_model, load_tokenizer, pick_dtype, resolv
 from srlm.loop import sft  # noqa: E402
 from srlm.run.config import EMBEDDED_EVAL_PROMPTS, EMBEDDED_IFT, EMBEDDED_MODEL  # noqa: E402
 from srlm.run.records import mark_done  # noqa: E402
+from srlm.run.rundir import RunDir  # noqa: E402
 
 DEMO_M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1")
 
@@ -33,12 +37,13 @@ DEMO_M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "mode
 def place_m1(cfg, run_dir: str, m1_dir: str = DEMO_M1) -> str:
     """Give run_dir its M1: a copy of the demo run's SFT'd model, so judgments parse and DPO
     trains; without that run, the embedded M0 saved as M1 (cfg has sft.enabled=false)."""
-    path = os.path.join(run_dir, "models", "M1")
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    path = rd.model(1)
     if os.path.isdir(m1_dir):
         shutil.copytree(m1_dir, path)
-        mark_done(path)
     else:
-        sft.run(cfg, run_dir, resolve(cfg.model.name_or_path))
+        sft.run(cfg, rd, resolve(cfg.model.name_or_path))
+    mark_done(path)
     return path
 
 
@@ -86,6 +91,60 @@ def naive_generate(model, tok, chat, *, max_new_tokens, temperature, top_p, seed
                              pad_token_id=tok.pad_token_id)
     new = out[0][ids["input_ids"].shape[1]:]
     return tok.decode(new, skip_special_tokens=True), int((new != tok.pad_token_id).sum())
+
+
+def peer_model(ref=None, device: str | None = None):
+    """The competent plain-transformers peer's model and tokenizer: the same weights in the dtype
+    srlm picks (pick_dtype("auto"): bf16 on a GPU or a CPU with fast bf16, else fp32), SDPA
+    attention, a tokenizer that pads on the left. A model instance of its own, which never
+    passes through HFBackend, so srlm's decode-attention patch (_compat.use_decode_attention)
+    is not on it."""
+    set_threads(0)
+    ref = ref or embedded_ref()
+    model = load_model(ref, pick_dtype("auto"), device=device)
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        model.set_attn_implementation("sdpa")
+    tok = load_tokenizer(ref)
+    tok.padding_side = "left"
+    return model, tok
+
+
+def peer_eos(model, tok) -> list[int]:
+    """The tokens that end a generation: the tokenizer's EOS and the generation config's."""
+    eos = {tok.eos_token_id}
+    g = model.generation_config.eos_token_id
+    eos.update(g if isinstance(g, (list, tuple)) else [g] if g is not None else [])
+    return sorted(int(x) for x in eos if x is not None)
+
+
+@torch.inference_mode()
+def peer_generate(model, tok, chats, n, max_new_tokens, temperature, top_p, seed, batch_prompts,
+                  stop_strings=None):
+    """The peer's generation: per batch of `batch_prompts` chats one `model.generate` call,
+    left-padded, num_return_sequences=n (each prompt's prefill repeated n times); sampling with
+    temperature and top_p alone (no top-k, as srlm), greedy when temperature == 0; stopped at any
+    of `stop_strings` if given. Returns (n texts per chat, generated tokens), the tokens counted
+    up to and not including the first EOS or pad."""
+    eos = peer_eos(model, tok)
+    ends = torch.tensor(sorted(set(eos) | {tok.pad_token_id}), device=model.device)
+    texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    batch_prompts = max(1, batch_prompts)
+    torch.manual_seed(seed)
+    out, tokens = [], 0
+    for s in range(0, len(texts), batch_prompts):
+        enc = tok(texts[s:s + batch_prompts], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        kw = dict(stop_strings=stop_strings, tokenizer=tok) if stop_strings else {}
+        if temperature > 0:
+            kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        g = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                           pad_token_id=tok.pad_token_id, eos_token_id=eos, **kw)
+        new = g[:, enc["input_ids"].shape[1]:]
+        tokens += int((torch.isin(new, ends).cumsum(1) == 0).sum())
+        decoded = tok.batch_decode(new, skip_special_tokens=True)
+        out += [decoded[i * n:(i + 1) * n] for i in range(len(decoded) // n)]
+    return out, tokens
 
 
 def alternate(fns: dict, repeats: int) -> dict[str, list[float]]:

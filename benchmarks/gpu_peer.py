@@ -91,7 +91,7 @@ class CountingBackend:
 
 
 class Peer:
-    """The plain-transformers path a competent user writes on a GPU."""
+    """The plain-transformers path a competent user writes on a GPU (generation: common.peer_generate)."""
 
     def __init__(self, model_dir: str, batch_size: int):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,35 +102,14 @@ class Peer:
             self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
                                                           attn_implementation="sdpa").to(DEV).eval()
-        eos = {self.tok.eos_token_id}
-        g = self.model.generation_config.eos_token_id
-        eos.update(g if isinstance(g, (list, tuple)) else [g] if g is not None else [])
-        self.eos = sorted(int(x) for x in eos if x is not None)
-        self.ends = torch.tensor(sorted(set(self.eos) | {self.tok.pad_token_id}), device=DEV)
         self.batch_size = batch_size
 
-    @torch.inference_mode()
     def generate(self, chats, n, max_new_tokens, temperature, top_p, seed, stop_strings=None):
-        """Per chat, n (text, generated tokens) pairs."""
-        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-        per_batch = max(1, self.batch_size // n)
-        torch.manual_seed(seed)
-        out = []
-        for s in range(0, len(texts), per_batch):
-            enc = self.tok(texts[s:s + per_batch], return_tensors="pt", padding=True, add_special_tokens=False).to(DEV)
-            kw = dict(stop_strings=stop_strings, tokenizer=self.tok) if stop_strings else {}
-            if temperature > 0:  # srlm samples with temperature and top_p alone: no top-k
-                kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-            else:
-                kw.update(do_sample=False)
-            g = self.model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                    pad_token_id=self.tok.pad_token_id, eos_token_id=self.eos, **kw)
-            new = g[:, enc["input_ids"].shape[1]:]
-            counts = (torch.isin(new, self.ends).cumsum(1) == 0).sum(1).tolist()
-            decoded = self.tok.batch_decode(new, skip_special_tokens=True)
-            for i in range(len(decoded) // n):
-                out.append(list(zip(decoded[i * n:(i + 1) * n], counts[i * n:(i + 1) * n])))
-        return out
+        """(n texts per chat, generated tokens), batch_size // n prompts per `generate` call."""
+        from common import peer_generate
+
+        return peer_generate(self.model, self.tok, chats, n, max_new_tokens, temperature, top_p, seed,
+                             batch_prompts=self.batch_size // n, stop_strings=stop_strings)
 
 
 def cmd_generate(args) -> int:
@@ -171,7 +150,7 @@ def cmd_generate(args) -> int:
         return backend.tokens
 
     def peer_sample():
-        return sum(t for row in peer.generate(chats, s.n, s.max_new_tokens, s.temperature, s.top_p, seed=0) for _, t in row)
+        return peer.generate(chats, s.n, s.max_new_tokens, s.temperature, s.top_p, seed=0)[1]
 
     times, toks = alternate({"peer": peer_sample, "srlm": srlm_sample}, args.repeats)
     rate = {k: toks[k] / median(times[k]) for k in times}
@@ -203,9 +182,9 @@ def cmd_generate(args) -> int:
         return run
 
     def peer_judge():
-        rows = peer.generate(jchats, j.k, j.max_new_tokens, j.temperature, j.top_p, seed=0, stop_strings=stops)
-        judged["peer"] = [rubric.parse_score(rubric.truncate_after_score(t))[0] for row in rows for t, _ in row]
-        return sum(t for row in rows for _, t in row)
+        rows, tokens = peer.generate(jchats, j.k, j.max_new_tokens, j.temperature, j.top_p, seed=0, stop_strings=stops)
+        judged["peer"] = [rubric.parse_score(rubric.truncate_after_score(t))[0] for row in rows for t in row]
+        return tokens
 
     fns = {"peer": peer_judge, "srlm (parsed)": srlm_judge(parsed_cfg, "srlm (parsed)")}
     default_name = f"srlm (default: {j.scoring}, stop_repetition {j.stop_repetition})"

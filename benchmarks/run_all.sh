@@ -10,6 +10,7 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 $PY bench_sampling.py 2>&1 | tee results/sampling.log
 $PY bench_ceiling.py 2>&1 | tee results/ceiling.log
 $PY bench_judging.py --repeats 2 --candidates 32 ${M1:+--model "$M1"} 2>&1 | tee results/judging.log
+$PY bench_greedy.py 2>&1 | tee results/greedy.log
 $PY bench_dpo.py 2>&1 | tee results/dpo.log
 $PY bench_iteration.py 2>&1 | tee results/iteration.log
 $PY bench_scaling.py --sizes 16,32,64 --rss-prompts 4 2>&1 | tee results/scaling.log
