@@ -8,19 +8,22 @@ rubric prompts with num_return_sequences=K, stopped at the score line with stop_
 ("Score: 0" .. "Score: 5"), scores parsed with rubric.parse_score (parsed scoring).
 srlm: the judge stage's path (rubric prefix prefilled once and its KV cache shared, K samples
 share each candidate's prefill, batched, stop at the completed score line, bf16 where fast), with
-the default config's scoring: expected (one more forward pass per judgment reads the score-digit
-distribution) and judgments cut once they repeat. The naive path only generates and parses, so
+the default config's scoring: expected (the score-digit distribution read where the judgment
+wrote its digit; one that stops without a score line is fed a forced `Score:` prefix from its
+own KV cache) and judgments cut once they repeat. The naive path only generates and parses, so
 with --scoring expected the ratios understate srlm's advantage; --scoring parsed
---stop-repetition 0 is the same work as the peer's.
+--stop-repetition 0 is the same work as the peer's. --separate-pass also times the judge as it
+was before the forced prefixes came from the cache (a second pass over each prompt).
 Metric: judgments per second. Targets: >= 10x naive, >= 3x peer.
     python benchmarks/bench_judging.py [--model DIR] [--candidates 32] [--k 3] [--batch-size 96] [--repeats 3]
-        [--scoring expected|parsed] [--stop-repetition 8] [--no-naive]
+        [--scoring expected|parsed] [--stop-repetition 8] [--no-naive] [--separate-pass]
 The default size is one judging chunk of the default config (32 candidates x K=3 = 96 rows).
 --model defaults to the embedded M0; pass an SFT'd model (e.g. runs/default/models/M1) to
 measure the judge as the loop uses it, with score lines to stop at.
 """
 
 import argparse
+import dataclasses
 from collections import Counter
 
 import torch
@@ -45,6 +48,10 @@ def main():
     ap.add_argument("--scoring", choices=["expected", "parsed"], default="expected",
                     help="srlm's judge.scoring (default.yaml: expected)")
     ap.add_argument("--stop-repetition", type=int, default=8, help="srlm's judge.stop_repetition (default.yaml: 8)")
+    ap.add_argument("--separate-pass", action="store_true",
+                    help="with --scoring expected, also time srlm with the forced score prefixes read by a second "
+                         "pass over each judgment's prompt (the judge before they were read from the generation's "
+                         "cache)")
     ap.add_argument("--no-naive", action="store_true", help="skip the (slow) naive path")
     args = ap.parse_args()
     print(machine(), "model:", args.model or "embedded M0", "srlm scoring:", args.scoring)
@@ -83,7 +90,19 @@ def main():
     def fast():
         return [s for row in judge_texts(backend, template, items, args.k, jcfg, seed=0) for _, s, _ in row]
 
+    class SeparatePass:  # the judge before force_score: forced prefixes read by a second pass
+        def __getattr__(self, name):
+            return getattr(backend, name)
+
+        def generate(self, chats, params, seed):
+            return backend.generate(chats, dataclasses.replace(params, force_score=False), seed)
+
+    def separate():
+        return [s for row in judge_texts(SeparatePass(), template, items, args.k, jcfg, seed=0) for _, s, _ in row]
+
     fns = ({} if args.no_naive else {"naive": naive}) | {"peer": peer, "srlm": fast}
+    if args.scoring == "expected" and args.separate_pass:
+        fns["srlm, separate forced pass"] = separate
     times, scores = alternate(fns, args.repeats)
     n = len(items) * args.k
     rows, rates = [], {}
