@@ -10,32 +10,9 @@ import resource
 import tempfile
 import time
 
-from common import machine, place_m1, table
+from common import machine, run_iteration, start_run, table
 
-from srlm import pipeline
 from srlm.run.config import load_config, packaged_config
-from srlm.stages import schedule
-
-
-def start_run(cfg):
-    rd = pipeline.prepare(cfg)
-    place_m1(cfg, rd)
-    return rd
-
-
-def run_iteration(cfg, rd, t):
-    """Iteration t's rows of the stage table, as `srlm run` runs them (one backend shared by the
-    stages that generate with M_t, closed before training)."""
-    backends = pipeline.Backends(cfg)
-    try:
-        for stage, ti in schedule(cfg):
-            if ti != t:
-                continue
-            if stage.model is None:
-                backends.close()
-            pipeline.run_stage(stage, cfg, rd, t, backends)
-    finally:
-        backends.close()
 
 
 def rss_mb():

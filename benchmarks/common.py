@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from srlm import pipeline  # noqa: E402
 from srlm.data import loaders  # noqa: E402
 from srlm.engines.backends.hf import HFBackend  # noqa: E402
 from srlm.engines.modeling import load_model, load_tokenizer, pick_dtype, resolve, set_threads  # noqa: E402
@@ -30,6 +31,7 @@ from srlm.loop import sft  # noqa: E402
 from srlm.run.config import EMBEDDED_EVAL_PROMPTS, EMBEDDED_IFT, EMBEDDED_MODEL  # noqa: E402
 from srlm.run.records import mark_done  # noqa: E402
 from srlm.run.rundir import RunDir  # noqa: E402
+from srlm.stages import schedule  # noqa: E402
 
 DEMO_M1 = os.path.join(os.path.dirname(__file__), "..", "runs", "default", "models", "M1")
 
@@ -45,6 +47,35 @@ def place_m1(cfg, run_dir: str, m1_dir: str = DEMO_M1) -> str:
         sft.run(cfg, rd, resolve(cfg.model.name_or_path))
     mark_done(path)
     return path
+
+
+def start_run(cfg, m1_dir: str = DEMO_M1) -> RunDir:
+    """cfg.output_dir prepared as `srlm run` prepares it (config saved), with its M1 placed."""
+    rd = pipeline.prepare(cfg)
+    place_m1(cfg, rd, m1_dir)
+    return rd
+
+
+def run_iteration(cfg, rd: RunDir, t: int, backends: pipeline.Backends | None = None) -> tuple[dict, dict]:
+    """Iteration t's rows of the stage table, as `srlm run` runs them (one backend shared by the
+    stages that generate with M_t, closed before training). `backends` may come with M_t's engine
+    already open (its load then outside the timing). Returns ({stage: wall seconds}, the stages'
+    stats merged)."""
+    backends = backends or pipeline.Backends(cfg)
+    times, stats = {}, {}
+    try:
+        for stage, ti in schedule(cfg):
+            if ti != t:
+                continue
+            if stage.model is None:
+                backends.close()
+            start = time.perf_counter()
+            out, _ = pipeline.run_stage(stage, cfg, rd, t, backends)
+            times[stage.name] = time.perf_counter() - start
+            stats.update(out)
+    finally:
+        backends.close()
+    return times, stats
 
 
 def machine() -> str:
@@ -179,7 +210,8 @@ def peak_rss_mb() -> float:
 
 class NaiveBackend:
     """The baseline generation path behind srlm's backend interface: fp32, one
-    `model.generate` call per sample, no batching, no prefix reuse, no early stop."""
+    `model.generate` call per sample, no batching, no prefix reuse, no early stop; expected
+    scoring (judge.scoring=expected) by one more fp32 forward pass per judgment."""
 
     def __init__(self, model, tok):
         self.model, self.tok = model, tok
@@ -205,6 +237,24 @@ class NaiveBackend:
                     text = rubric.truncate_after_score(text)
                 row.append(Completion(text, n, "length" if n >= params.max_new_tokens else "stop"))
             out.append(row)
+        return out
+
+    @torch.inference_mode()
+    def score_probs(self, chats, prefixes):
+        """Per chat, the assistant turn begun with its prefix (a judgment ending in 'Score: '):
+        the next-token mass on each score digit, over srlm's digit tokens, renormalised; one
+        forward pass over the whole sequence per judgment."""
+        from srlm.engines.backends.scoring import digit_token_ids
+
+        digits = digit_token_ids(self.tok)
+        out = []
+        for c, p in zip(chats, prefixes):
+            text = self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            text += p.rstrip(" ") if digits.spaced else p  # a spaced tokenizer writes " 3" as one token
+            ids = self.tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.model.device)
+            logits = self.model(input_ids=ids).logits[0, -1].float()
+            mass = torch.stack([torch.logsumexp(logits[ids_], dim=-1) for ids_ in digits.per_choice])
+            out.append(torch.softmax(mass, dim=-1).tolist())
         return out
 
     def close(self):
