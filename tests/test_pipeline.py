@@ -89,3 +89,30 @@ def test_changed_config_refuses_to_resume(tiny_run, capsys):
 
     assert main(["run", "--config", os.path.join(tiny_run, "config.yaml"), "sample.n=3"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_run_records_evaluation_time_per_model_made(tmp_path, monkeypatch):
+    """`srlm run` times each evaluation beside the stage that made the model (sft: M0 and M1;
+    iter_t: M_t+1), inside the iteration's wall time; a resumed run whose stages were already
+    done keeps the first times. Stages and evaluation are stand-ins here: only the bookkeeping runs."""
+    import time
+
+    from srlm import pipeline
+    from srlm.evaluation import evaluate as ev
+    from srlm.run.config import load_config
+
+    ran = {"value": True}
+    monkeypatch.setattr(pipeline, "check_inputs", lambda cfg: {})
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, cfg, rd, t, backends: ({}, ran["value"]))
+    monkeypatch.setattr(ev, "evaluate_models", lambda cfg, root, models: time.sleep(0.05))
+    cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}"])
+    metrics = pipeline.run(cfg)
+    assert metrics["sft"]["eval/wall_s"] >= 0.05
+    for t in range(1, cfg.iterations + 1):
+        m = metrics[f"iter_{t}"]
+        assert 0.05 <= m["eval/wall_s"] <= m["iteration/wall_s"]
+    monkeypatch.setattr(ev, "evaluate_models", lambda cfg, root, models: None)
+    ran["value"] = False  # everything fresh: a resume re-reads the cached evaluation
+    again = pipeline.run(cfg)
+    assert [again[f"iter_{t}"]["eval/wall_s"] for t in range(1, cfg.iterations + 1)] == \
+        [metrics[f"iter_{t}"]["eval/wall_s"] for t in range(1, cfg.iterations + 1)]

@@ -246,9 +246,13 @@ def run(cfg: Config, allow_config_change: bool = False, evaluate: bool = True, v
                 if do_eval:
                     from srlm.evaluation import evaluate as ev
 
+                    eval_started = time.time()
                     with progress.stage(rd.log("eval"), "eval" + (f" · M{t + 1}" if t else " · M0, M1")):
                         ev.evaluate_models(cfg, rd.root, ["M0", "M1"] if stage.name == "sft" else [f"M{t + 1}"])
                     progress.finish_stage("eval")
+                    if ran and is_main():  # a resumed run's cached evaluation keeps the first one's time
+                        update_metrics(rd.root, f"iter_{t}" if t else "sft",
+                                       {"eval/wall_s": round(time.time() - eval_started, 1)})
         _finish_iteration(rd, current, ran_any, t_started)
     finally:
         backends.close()

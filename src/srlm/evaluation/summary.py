@@ -34,6 +34,10 @@ ROWS = [
     ("DPO final loss", "dpo/loss"),
     ("DPO reward accuracy", "dpo/rewards/accuracies"),
     ("DPO reward margin", "dpo/rewards/margins"),
+    ("sampling wall time (s)", "sample/wall_s"),
+    ("judging wall time (s)", "judge/wall_s"),
+    ("DPO wall time (s)", "dpo/wall_s"),
+    ("evaluating M_t+1, wall time (s)", "eval/wall_s"),
     ("iteration wall time (s)", "iteration/wall_s"),
 ]
 # Rows of the loop's variants (docs/METHODS.md), printed only when a run has them.
@@ -63,7 +67,8 @@ def print_summary(run_dir: str, metrics: dict) -> None:
     if "sft" in metrics:
         s = metrics["sft"]
         print(f"SFT: {s.get('sft/ift_examples', '-')} IFT + {s.get('sft/eft_examples', '-')} EFT examples, "
-              f"final loss {_fmt(s.get('sft/loss'))}")
+              f"final loss {_fmt(s.get('sft/loss'))}, {_fmt(s.get('sft/wall_s'))} s; evaluating M0 and M1 "
+              f"{_fmt(s.get('eval/wall_s'))} s")
     if iters:
         width = max(len(r[0]) for r in ROWS + METHOD_ROWS)
         print(" " * width + "".join(f"{k:>12}" for k in iters))
