@@ -15,6 +15,10 @@ And three that make a CPU decode step cost what its matmuls cost (profile in doc
    the whole cache every step; finished rows are dropped in batches, not one copy per row.
 6. Nucleus sampling over the top 256 tokens (exact: it falls back to a full sort when they
    hold less than top_p of the mass) instead of sorting 49k-entry rows every step.
+And for expected scoring (SamplingParams.force_score):
+7. A judgment that ends without a score line is fed the forced `Score:` prefix from its own KV
+   cache and its digit distribution read there, instead of a second pass over its whole prompt
+   (the same tokens that pass would read: tests/test_expected_scoring.py).
 Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4 and 5 patch
 transformers internals (srlm/engines/_compat.py); when a release breaks them they warn and the slower
 standard path runs.
@@ -88,6 +92,8 @@ class HFBackend:
     def generate(self, chats: list[Chat], params: SamplingParams, seed: int) -> list[list[Completion]]:
         if not chats:
             return []
+        if params.max_new_tokens < 1:  # the decode loop always samples once
+            return [[Completion(text="", num_tokens=0, finish_reason="length") for _ in range(params.n)] for _ in chats]
         texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
         ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         gen = torch.Generator().manual_seed(seed)
