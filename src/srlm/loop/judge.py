@@ -9,9 +9,10 @@ judge.scoring picks how a judgment becomes a score:
   distribution where it wrote its score digit; when it stopped (or was cut for repeating
   itself, judge.stop_repetition) without a score line, the distribution is read after the
   judgment text plus a forced `Score: ` prefix (by the transformers backend in the same decode,
-  from the judgment's own KV cache; by other engines in a second pass). The six probabilities and whether the prefix was
-  forced are stored with the judgment; no judgment is thrown away. An engine that returns no
-  token probabilities falls back to parsed, judgment by judgment, and says so.
+  from the judgment's own KV cache; by other engines in a second pass). The six probabilities
+  and whether the prefix was forced are stored with the judgment; no judgment is thrown away.
+  An engine that returns no token probabilities falls back to parsed, judgment by judgment, and
+  says so.
 judge.source picks what the score is (the positive control, verifier.py): rubric (the
 paper) as above; verifier: the fraction of the prompt's verifiable instructions the candidate
 follows, IFEval's strict check, one record per candidate and no model; hybrid: the checker's
@@ -57,8 +58,8 @@ def judge_items(backend: Backend, template: str, items: list[tuple[str, str]], k
     scoring = getattr(cfg_judge, "scoring", "parsed")
     expected = scoring == "expected"
     params = SamplingParams(n=k, temperature=cfg_judge.temperature, top_p=cfg_judge.top_p,
-                            max_new_tokens=cfg_judge.max_new_tokens, stop_at_score=True, score_probs=expected, force_score=expected,
-                            stop_repetition=getattr(cfg_judge, "stop_repetition", 0))
+                            max_new_tokens=cfg_judge.max_new_tokens, stop_at_score=True, score_probs=expected,
+                            force_score=expected, stop_repetition=getattr(cfg_judge, "stop_repetition", 0))
     chats = [[{"role": "user", "content": rubric.render(template, p, r)}] for p, r in items]
     results: list[list[Judgment]] = []
     for chat, comps in zip(chats, generate_within_context(backend, chats, params, seed)):

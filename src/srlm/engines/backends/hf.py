@@ -78,9 +78,12 @@ class HFBackend:
     def context_window(self) -> int:
         return context_window(self.model)
 
-    def encode(self, chats: list[Chat]) -> list[list[int]]:
-        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-        return [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    def chat_texts(self, chats: list[Chat]) -> list[str]:
+        """Each chat through the chat template, ending where the assistant's turn begins."""
+        return [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+
+    def encode(self, chats: list[Chat], texts: list[str] | None = None) -> list[list[int]]:
+        return [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts or self.chat_texts(chats)]
 
     def count_prompt_tokens(self, chats: list[Chat]) -> list[int]:
         return [len(x) for x in self.encode(chats)]
@@ -94,8 +97,8 @@ class HFBackend:
             return []
         if params.max_new_tokens < 1:  # the decode loop always samples once
             return [[Completion(text="", num_tokens=0, finish_reason="length") for _ in range(params.n)] for _ in chats]
-        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        texts = self.chat_texts(chats)  # kept: a forced score prefix is tokenized after them
+        ids = self.encode(chats, texts)
         gen = torch.Generator().manual_seed(seed)
         prefix_len = _common_prefix_len(ids) if len(ids) > 1 else 0
         if prefix_len < MIN_SHARED_PREFIX:
@@ -272,7 +275,7 @@ class HFBackend:
             target = target.rstrip(" ")
         prompt_text, prompt_ids = prompt
         ref = self.tok(prompt_text + target, add_special_tokens=False)["input_ids"]
-        if ref[:len(prompt_ids)] != prompt_ids or len(ref) <= len(prompt_ids):
+        if ref[:len(prompt_ids)] != prompt_ids:
             return False
         want = ref[len(prompt_ids):]
         fed = step  # generated tokens in the cache: all but the one sampled this step
@@ -280,7 +283,7 @@ class HFBackend:
         while j < min(fed, len(want)) and tokens[row][j] == want[j]:
             j += 1
         if j == len(want):
-            return False  # nothing left to feed (cannot happen: the prefix ends in "Score:")
+            return False  # nothing left to feed (the prefix ends in "Score:", so never in practice)
         if j < fed:  # drop tokens j..fed-1 from attention; the next fed token takes token j's position
             mask[slot, first_col + j:first_col + fed] = 0
             next_pos[slot] -= fed - j
@@ -333,9 +336,7 @@ class HFBackend:
             return []
         if targets.spaced:
             prefixes = [p.rstrip(" ") for p in prefixes]
-        texts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + p
-                 for c, p in zip(chats, prefixes)]
-        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        ids = self.encode(chats, [t + p for t, p in zip(self.chat_texts(chats), prefixes)])
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: list[list[float] | None] = [None] * len(ids)
         dev = self.model.device
