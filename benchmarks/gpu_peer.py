@@ -6,7 +6,8 @@ under its own timeout). Needs srlm and its wheels importable (gpu_check.sh sets 
   python benchmarks/gpu_peer.py tiny RUN_DIR [key=value ...]
 
 generate: sampling and judging, srlm against the competent plain-transformers peer, alternated,
-median of --repeats after one warm-up call of each. srlm: `srlm.engines.backends.make_backend` on the
+median of --repeats after one untimed full-size call of each (the first run of 2026-12-04 showed
+the peer's first full call at 3x its second). srlm: `srlm.engines.backends.make_backend` on the
 default config (the transformers backend: bf16 and CUDA picked by srlm/modeling.pick_dtype and
 backends/hf._device). Peer: the same weights in bf16 on the GPU, SDPA attention, left padding,
 one batched `model.generate` per batch with num_return_sequences (each prompt's prefill repeated
@@ -152,7 +153,7 @@ def cmd_generate(args) -> int:
     def peer_sample():
         return peer.generate(chats, s.n, s.max_new_tokens, s.temperature, s.top_p, seed=0)[1]
 
-    times, toks = alternate({"peer": peer_sample, "srlm": srlm_sample}, args.repeats)
+    times, toks = alternate({"peer": peer_sample, "srlm": srlm_sample}, args.repeats, warmup=True)
     rate = {k: toks[k] / median(times[k]) for k in times}
     print(table([[k, toks[k], f"{median(times[k]):.2f}", f"{rate[k]:.0f}"] for k in times],
                 ["path", "generated tokens", "median s", "tokens/s"]))
@@ -190,7 +191,7 @@ def cmd_generate(args) -> int:
     default_name = f"srlm (default: {j.scoring}, stop_repetition {j.stop_repetition})"
     if (j.scoring, j.stop_repetition) != ("parsed", 0):
         fns[default_name] = srlm_judge(j, default_name)
-    times, toks = alternate(fns, args.repeats)
+    times, toks = alternate(fns, args.repeats, warmup=True)
     jps = {k: n_judgments / median(times[k]) for k in times}
     tps = {k: toks[k] / median(times[k]) for k in times}
     print(table([[k, n_judgments, toks[k], f"{median(times[k]):.2f}", f"{jps[k]:.1f}", f"{tps[k]:.0f}",
