@@ -2,6 +2,7 @@
 under its own timeout). Needs srlm and its wheels importable (gpu_check.sh sets that up).
 
   python benchmarks/gpu_peer.py generate [--repeats 2] [key=value ...]
+  python benchmarks/gpu_peer.py profile [--tokens 64] [key=value ...]
   python benchmarks/gpu_peer.py dpo [--steps 2] [key=value ...]
   python benchmarks/gpu_peer.py tiny RUN_DIR [key=value ...]
 
@@ -19,6 +20,11 @@ expected scoring with its repetition cut (one more forward pass per judgment tha
 not make). Metric: generated tokens per second (EOS excluded), and judgments per second.
 The other benchmarks (bench_sampling.py, bench_judging.py) compare against a naive fp32 loop on
 the CPU and have no device option, hence this script.
+
+profile: one sampling chunk of each path (--tokens decode steps) under torch.profiler, after one
+untimed call of each: kernel launches, host<->device copies and synchronisations per decode step,
+and the costliest host ops; why srlm trails the peer on a GPU (not in gpu_check.sh's default parts:
+GPU_CHECK_PARTS="generate profile").
 
 dpo: one DPO optimizer step per --steps, as the DPO stage builds its trainer (srlm.loop.dpo.train, as
 benchmarks/bench_dpo.py times it): the default config's dpo section with dpo.epochs=1 and
@@ -211,6 +217,56 @@ def cmd_generate(args) -> int:
     return 0
 
 
+# --- profile -----------------------------------------------------------------------------------
+
+def cmd_profile(args) -> int:
+    """One sampling call of srlm's backend and one of the peer under torch.profiler: per decode
+    step, the kernel launches, host<->device copies and synchronisations each path makes, and
+    the host ops that cost the most. The question it answers: why is srlm slower than the peer
+    on a GPU (docs/BENCHMARKS.md, "GPU check")."""
+    from common import eval_prompts
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from srlm.engines.backends import make_backend
+    from srlm.engines.backends.base import SamplingParams
+    from srlm.engines.modeling import ModelRef
+    from srlm.run.config import load_config, packaged_config
+
+    cfg = load_config(packaged_config("default"), args.overrides)
+    out = tempfile.mkdtemp(prefix="srlm-gpu-profile-")
+    model_dir = plain_model_dir(cfg, out)
+    peer = Peer(model_dir, cfg.backend.batch_size)
+    backend = make_backend(cfg, ModelRef(model_dir))
+    s = cfg.sample
+    chats = [[{"role": "user", "content": p}] for p in eval_prompts(s.chunk_size)]
+    steps = args.tokens
+    params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=steps)
+    fns = {"srlm": lambda: backend.generate(chats, params, seed=0),
+           "peer": lambda: peer.generate(chats, s.n, steps, s.temperature, s.top_p, seed=0)}
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    watch = {"launches": ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"),
+             "copies": ("cudaMemcpyAsync", "cudaMemcpy"), "syncs": ("cudaStreamSynchronize", "cudaDeviceSynchronize")}
+    print(f"{len(chats)} prompts x N={s.n}, {steps} new tokens at most (rows finishing early make a step shorter)")
+    for name, fn in fns.items():
+        fn()  # warm: kernel selection and allocator growth out of the trace
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with profile(activities=acts) as prof:
+            fn()
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        ev = prof.key_averages()
+        counts = {k: sum(e.count for e in ev if e.key in names) for k, names in watch.items()}
+        per_step = ", ".join(f"{k} {v / steps:.0f}" for k, v in counts.items())
+        print(f"\n== {name}: {wall:.2f} s under the profiler; per decode step: {per_step}")
+        print(ev.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+        summary(f"profile {name}: per step launches, copies, syncs",
+                " / ".join(f"{counts[k] / steps:.0f}" for k in watch), "", "")
+    print("RESULT profile printed (per-step launches / copies / syncs in the summary)")
+    return 0
+
+
 # --- dpo ---------------------------------------------------------------------------------------
 
 def cmd_dpo(args) -> int:
@@ -325,14 +381,17 @@ def main() -> int:
     g.add_argument("--repeats", type=int, default=2)
     g.add_argument("--prompts", type=int, default=0, help="sampling prompts (default: sample.chunk_size)")
     g.add_argument("--candidates", type=int, default=0, help="answers to judge (default: judge.chunk_size)")
+    pr = sub.add_parser("profile", help="srlm's decode against the peer's under torch.profiler: per-step "
+                        "kernel launches, copies, syncs and the costliest host ops")
+    pr.add_argument("--tokens", type=int, default=64, help="new tokens per row (decode steps)")
     d = sub.add_parser("dpo", help="DPO steps as the DPO stage builds its trainer, LoRA and full fine-tune")
     d.add_argument("--steps", type=int, default=2, help="optimizer steps (dpo.batch_size pairs each)")
     t = sub.add_parser("tiny", help="srlm run --config tiny into RUN_DIR")
     t.add_argument("run_dir")
-    for p in (g, d, t):
+    for p in (g, pr, d, t):
         p.add_argument("overrides", nargs="*", help="config overrides (default config; tiny: the tiny config)")
     args = ap.parse_args()
-    return {"generate": cmd_generate, "dpo": cmd_dpo, "tiny": cmd_tiny}[args.cmd](args)
+    return {"generate": cmd_generate, "profile": cmd_profile, "dpo": cmd_dpo, "tiny": cmd_tiny}[args.cmd](args)
 
 
 if __name__ == "__main__":
