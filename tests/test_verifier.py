@@ -111,7 +111,7 @@ def test_config_refuses_verifier_without_instructions(tmp_path):
 
 def test_verified_config_loads():
     cfg = load_config("verified")
-    assert cfg.judge.source == "verifier" and cfg.prompts.source == "seed" and cfg.iterations == 3
+    assert cfg.judge.source == "verifier" and cfg.prompts.source == "seed" and cfg.iterations == 2
     assert cfg.prompts.verifiable_max == 3 and cfg.prompts.holdout_families == ["half"]
 
 
