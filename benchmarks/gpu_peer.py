@@ -82,6 +82,18 @@ def plain_model_dir(cfg, out: str) -> str:
 
 # --- generate ----------------------------------------------------------------------------------
 
+def both_paths(overrides):
+    """The default config (with overrides), the peer and srlm's backend on the same plain weights.
+    The peer is loaded first: its model never passes through srlm."""
+    from srlm.engines.backends import make_backend
+    from srlm.engines.modeling import ModelRef
+    from srlm.run.config import load_config, packaged_config
+
+    cfg = load_config(packaged_config("default"), overrides)
+    model_dir = plain_model_dir(cfg, tempfile.mkdtemp(prefix="srlm-gpu-peer-"))
+    return cfg, Peer(model_dir, cfg.backend.batch_size), make_backend(cfg, ModelRef(model_dir))
+
+
 class CountingBackend:
     """srlm's backend, counting the tokens its generate calls return."""
 
@@ -123,17 +135,11 @@ def cmd_generate(args) -> int:
     from common import alternate, eval_prompts, ift_examples, median, table
 
     from srlm.data import rubric
-    from srlm.engines.backends import make_backend
     from srlm.engines.backends.base import SamplingParams
-    from srlm.engines.modeling import ModelRef
     from srlm.loop.judge import judge_texts
-    from srlm.run.config import load_config, packaged_config
 
-    cfg = load_config(packaged_config("default"), args.overrides)
-    out = tempfile.mkdtemp(prefix="srlm-gpu-peer-")
-    model_dir = plain_model_dir(cfg, out)
-    peer = Peer(model_dir, cfg.backend.batch_size)  # loaded first: its model never passes through srlm
-    backend = CountingBackend(make_backend(cfg, ModelRef(model_dir)))
+    cfg, peer, inner = both_paths(args.overrides)
+    backend = CountingBackend(inner)
     m = backend.inner.model
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}; srlm backend {type(backend.inner).__name__} "
           f"{m.dtype} on {m.device} (attention {m.config._attn_implementation}); peer {peer.model.dtype} on "
@@ -228,16 +234,9 @@ def cmd_profile(args) -> int:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from srlm.engines.backends import make_backend
     from srlm.engines.backends.base import SamplingParams
-    from srlm.engines.modeling import ModelRef
-    from srlm.run.config import load_config, packaged_config
 
-    cfg = load_config(packaged_config("default"), args.overrides)
-    out = tempfile.mkdtemp(prefix="srlm-gpu-profile-")
-    model_dir = plain_model_dir(cfg, out)
-    peer = Peer(model_dir, cfg.backend.batch_size)
-    backend = make_backend(cfg, ModelRef(model_dir))
+    cfg, peer, backend = both_paths(args.overrides)
     s = cfg.sample
     chats = [[{"role": "user", "content": p}] for p in eval_prompts(s.chunk_size)]
     steps = args.tokens
@@ -257,12 +256,12 @@ def cmd_profile(args) -> int:
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
         ev = prof.key_averages()
-        counts = {k: sum(e.count for e in ev if e.key in names) for k, names in watch.items()}
-        per_step = ", ".join(f"{k} {v / steps:.0f}" for k, v in counts.items())
-        print(f"\n== {name}: {wall:.2f} s under the profiler; per decode step: {per_step}")
+        per_step = {k: sum(e.count for e in ev if e.key in names) / steps for k, names in watch.items()}
+        print(f"\n== {name}: {wall:.2f} s under the profiler; per decode step: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in per_step.items()))
         print(ev.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
-        summary(f"profile {name}: per step launches, copies, syncs",
-                " / ".join(f"{counts[k] / steps:.0f}" for k in watch), "", "")
+        summary(f"profile {name}: per step launches, copies, syncs", " / ".join(f"{v:.0f}" for v in per_step.values()),
+                "", "")
     print("RESULT profile printed (per-step launches / copies / syncs in the summary)")
     return 0
 

@@ -6,10 +6,10 @@ what shows the first can fail: a test that passed whatever DPO did would pass bo
 
 The instruction is IFEval's punctuation:no_comma: SmolLM2-135M-Instruct follows it in a minority
 of its 48-token samples (about 1 in 8, docs/LOG.md 2026-12-04), so many prompts form a pair and
-the rate can move either way. (Its first choice, english_lowercase, is followed in 1 of 256
-samples: one pair, nothing to learn from.) (On
-the tiny random model of the fast tests a DPO step moves only the few tokens it saw, so no
-instruction's rate moves on unseen prompts: this needs a real model.)
+the rate can move either way. Its first choice, english_lowercase, is followed in 1 of 256
+samples, which forms one pair: nothing to learn from. (On the tiny random model of the fast
+tests a DPO step moves only the few tokens it saw, so no instruction's rate moves on unseen
+prompts: this needs a real model.)
 """
 
 import json
