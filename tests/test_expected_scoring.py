@@ -121,6 +121,33 @@ def test_forced_prefix_read_in_the_same_decode(m1_backend, tiny_run, max_new_tok
     assert texts[0] == texts[1]
 
 
+def test_long_forced_feeds_left_to_the_separate_pass(m1_backend, tiny_run, monkeypatch):
+    """A forced prefix longer than MAX_FORCED_FEED tokens is not fed from the cache (one token a
+    step would keep the loop running for one row): the judgment comes back unscored, for the
+    judge's separate pass (greedy, so the texts do not depend on which rows stay in the batch)."""
+    from srlm.engines.backends import hf
+    from srlm.run.config import load_config
+
+    from tiny import TOPICS
+
+    cfg = load_config(os.path.join(tiny_run, "config.yaml"))
+    template = rubric.load_template(cfg.judge.template)
+    chats = [[{"role": "user", "content": rubric.render(template, f"Describe {t}.", t)}] for t in TOPICS]
+    params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=6, stop_at_score=True,
+                            score_probs=True, force_score=True)
+
+    def forced_and_unscored():
+        outs = m1_backend.generate(chats, params, seed=5)
+        comps = [c for row in outs for c in row]
+        return sum(c.score_forced for c in comps), sum(c.score_probs is None for c in comps)
+
+    forced, unscored = forced_and_unscored()
+    assert forced > 0
+    monkeypatch.setattr(hf, "MAX_FORCED_FEED", 0)
+    forced0, unscored0 = forced_and_unscored()
+    assert forced0 == 0 and unscored0 == unscored + forced
+
+
 def test_repetition_guard_hand_cases():
     # "a b c" three times: the 3-gram (a, b, c) reaches 3 occurrences; cut at its 2nd start.
     assert find_repetition(list("abcabcabc"), 3) == 3

@@ -42,6 +42,10 @@ MIN_SHARED_PREFIX = 16  # below this a shared prefill saves less than the cache 
 TOP_P_CANDIDATES = 256  # nucleus search width before falling back to a full sort
 DROP_FRACTION = 8  # drop finished rows once they are 1/8 of the batch (each drop copies the cache)
 CACHE_ROOM = 32  # free KV positions added when the cache grows (attention covers them too)
+# A forced score prefix longer than this is left to the judge's separate pass: fed one token a step,
+# it kept the loop running up to max_new_tokens more steps for one or two rows (a judgment whose
+# retokenized text differs from its generated tokens near the start, e.g. "S"+"m" against "Sm").
+MAX_FORCED_FEED = 16
 
 
 def _device() -> str:
@@ -266,8 +270,9 @@ class HFBackend:
         prompt text + rubric.forced_prefix(judgment text). Its longest common prefix with the
         generated tokens stays in the cache; generated tokens past it (a repetition cut, trailing
         whitespace the prefix strips) are masked out, and positions resume where the common part
-        ends. Returns False when the row wrote a score the judge reads from its digit, or when the
-        prompt's own tokens would not survive re-tokenization (the judge then makes its pass)."""
+        ends. Returns False when the row wrote a score the judge reads from its digit, when the
+        prompt's own tokens would not survive re-tokenization, or when more than MAX_FORCED_FEED
+        tokens would have to be fed (the judge then makes its pass)."""
         toks = tokens[row][:cut_at[row]] if row in cut_at else tokens[row]
         text = rubric.truncate_after_score(self.tok.decode(toks, skip_special_tokens=True))
         if scored and rubric.parse_score(text)[0] is not None:
@@ -286,6 +291,8 @@ class HFBackend:
             j += 1
         if j == len(want):
             return False  # nothing left to feed (the prefix ends in "Score:", so never in practice)
+        if len(want) - j > MAX_FORCED_FEED:
+            return False
         if j < fed:  # drop tokens j..fed-1 from attention; the next fed token takes token j's position
             mask[slot, first_col + j:first_col + fed] = 0
             next_pos[slot] -= fed - j
