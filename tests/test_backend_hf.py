@@ -140,3 +140,28 @@ def test_nucleus_sampling_stays_in_the_exact_nucleus():
             drawn[row].add(tok)
     assert len(drawn[1]) > 100  # the flat row really samples widely
     assert (_sample(logits, 1.0, 1e-6, gen) == logits.argmax(-1)).all()  # tiny top_p: the top token only
+
+
+def test_packed_linears_change_no_token(tiny_model):
+    """On a bf16 CPU model the backend computes its linears with oneDNN-packed weights
+    (_compat.pack_linears); greedy and seeded sampled outputs must be the same as with plain
+    F.linear, and the model's own forward is back afterwards."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(20.0)
+    backend = HFBackend(model.to(torch.bfloat16), AutoTokenizer.from_pretrained(tiny_model), batch_size=8)
+    assert len(backend._packs) == sum(type(m) is torch.nn.Linear for m in model.modules()) > 0
+    chats = [[{"role": "user", "content": RUBRIC + t}] for t in ("hi", "what is two plus two?", "a story")]
+    runs = {}
+    for packed in (True, False):
+        packs, backend._packs = backend._packs, (backend._packs if packed else {})
+        runs[packed] = [backend.generate(chats, SamplingParams(n=2, temperature=t, top_p=0.9, max_new_tokens=16), 3)
+                        for t in (0.0, 1.0)]
+        backend._packs = packs
+    assert runs[True] == runs[False]
+    assert len({c.text for row in runs[True][0] for c in row}) > 1
+    assert not any("forward" in vars(m) for m in model.modules())

@@ -120,6 +120,38 @@ def test_fast_paths_apply_on_tested_versions(tiny_model, tiny_tokenizer):
     assert _compat_warnings(record) == []
 
 
+# --- oneDNN-packed linear weights --------------------------------------------------------------------
+
+def test_packed_linears_are_bit_identical_and_scoped(tiny_model):
+    model = _model(tiny_model).to(torch.bfloat16)
+    ids = torch.tensor([[1, 5, 9, 2, 7, 3]])
+    with torch.inference_mode():
+        plain = model(input_ids=ids).logits
+        packs = _compat.pack_linears(model, 8)
+        assert packs and all(type(m) is torch.nn.Linear for m in packs)
+        with _compat.packed_linears(packs):
+            assert all("forward" in vars(m) for m in packs)
+            packed = model(input_ids=ids).logits
+        assert not any("forward" in vars(m) for m in packs)
+    assert torch.equal(plain, packed)
+
+
+def test_packed_linears_only_for_bf16_cpu(tiny_model):
+    # fp32: oneDNN's results differ from F.linear's in the last bits, so nothing is packed (no warning).
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert _compat.pack_linears(_model(tiny_model), 8) == {}
+    assert _compat_warnings(record) == []
+
+
+def test_packed_linears_warn_without_onednn(monkeypatch, tiny_model):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert _compat.pack_linears(_model(tiny_model).to(torch.bfloat16), 8) == {}
+    assert any("oneDNN" in w for w in _compat_warnings(record))
+
+
 # --- TRL's log-prob kernel -------------------------------------------------------------------------
 
 def test_cpu_log_probs_warns_and_yields_when_trl_name_missing(monkeypatch):

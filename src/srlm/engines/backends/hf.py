@@ -7,7 +7,7 @@ Three savings over calling `generate` once per sample (the path public implement
    with num_return_sequences repeats the prompt before prefill, so it pays n times).
 3. Rows are decoded together, sorted by length to cut padding, and finished rows (EOS, or a
    judgment whose score line is complete) leave the batch.
-And three that make a CPU decode step cost what its matmuls cost (profile in docs/LOG.md: at
+And four that make a CPU decode step cost what its matmuls cost (profile in docs/LOG.md: at
 96 rows x 450 tokens of context they were a quarter of the step):
 4. One-token attention as two grouped matmuls (`_compat.use_decode_attention`) instead of SDPA's
    CPU flash kernel, which takes 2.6-17 ms per layer call in bf16 against 1.5 ms.
@@ -15,12 +15,14 @@ And three that make a CPU decode step cost what its matmuls cost (profile in doc
    the whole cache every step; finished rows are dropped in batches, not one copy per row.
 6. Nucleus sampling over the top 256 tokens (exact: it falls back to a full sort when they
    hold less than top_p of the mass) instead of sorting 49k-entry rows every step.
+7. On a bf16 CPU model, linear weights reordered once into oneDNN's layout
+   (`_compat.pack_linears`) instead of on every matmul: the same results bit for bit.
 And for expected scoring (SamplingParams.force_score):
-7. A judgment that ends without a score line is fed the forced `Score:` prefix from its own KV
+8. A judgment that ends without a score line is fed the forced `Score:` prefix from its own KV
    cache and its digit distribution read there, instead of a second pass over its whole prompt
    (the same tokens that pass would read: tests/test_expected_scoring.py).
-Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4 and 5 patch
-transformers internals (srlm/engines/_compat.py); when a release breaks them they warn and the slower
+Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4, 5 and 7 touch
+transformers and torch internals (srlm/engines/_compat.py); when a release breaks them they warn and the slower
 standard path runs.
 """
 
@@ -67,6 +69,7 @@ class HFBackend:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self.cache_kw = _compat.cache_kwarg(model)
         _compat.use_decode_attention(model)
+        self._packs = _compat.pack_linears(model, self.batch_size)
         self.digit_ids = digit_token_ids(tokenizer)
         self.digit_set = {t for ids in self.digit_ids.per_choice for t in ids}
         self._choice_ids: dict[tuple[str, ...], ChoiceTokens] = {}
@@ -94,6 +97,7 @@ class HFBackend:
 
     def close(self) -> None:
         self.model = None
+        self._packs = {}
 
     @torch.inference_mode()
     def generate(self, chats: list[Chat], params: SamplingParams, seed: int) -> list[list[Completion]]:
@@ -101,6 +105,10 @@ class HFBackend:
             return []
         if params.max_new_tokens < 1:  # the decode loop always samples once
             return [[Completion(text="", num_tokens=0, finish_reason="length") for _ in range(params.n)] for _ in chats]
+        with _compat.packed_linears(self._packs):
+            return self._generate(chats, params, seed)
+
+    def _generate(self, chats: list[Chat], params: SamplingParams, seed: int) -> list[list[Completion]]:
         texts = self.chat_texts(chats)  # kept: a forced score prefix is tokenized after them
         ids = self.encode(chats, texts)
         # On the model's device: sampling there moves `rows` token ids to the host per step, not
@@ -348,21 +356,25 @@ class HFBackend:
         ids = self.encode(chats, [t + p for t, p in zip(self.chat_texts(chats), prefixes)])
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: list[list[float] | None] = [None] * len(ids)
-        dev = self.model.device
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            S = max(len(ids[i]) for i in idx)
-            inp = torch.full((len(idx), S), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), S), dtype=torch.long)
-            for r, i in enumerate(idx):
-                inp[r, S - len(ids[i]):] = torch.tensor(ids[i])
-                mask[r, S - len(ids[i]):] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                                use_cache=False, logits_to_keep=1).logits[:, -1].float()
-            for r, p in _choice_mass(logits, list(range(len(idx))), targets.per_choice).items():
-                out[idx[r]] = p
+        with _compat.packed_linears(self._packs):
+            for start in range(0, len(order), self.batch_size):
+                self._distributions_batch(ids, order[start:start + self.batch_size], targets, out)
         return out
+
+    def _distributions_batch(self, ids: list[list[int]], idx: list[int], targets: ChoiceTokens, out: list) -> None:
+        """One left-padded forward pass over the rows `idx` of `ids`; their choice distributions into `out`."""
+        dev = self.model.device
+        S = max(len(ids[i]) for i in idx)
+        inp = torch.full((len(idx), S), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), S), dtype=torch.long)
+        for r, i in enumerate(idx):
+            inp[r, S - len(ids[i]):] = torch.tensor(ids[i])
+            mask[r, S - len(ids[i]):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                            use_cache=False, logits_to_keep=1).logits[:, -1].float()
+        for r, p in _choice_mass(logits, list(range(len(idx))), targets.per_choice).items():
+            out[idx[r]] = p
 
     def _score_done(self, toks: list[int]) -> bool:
         # Cheap tail check first; decode the whole row only when a score line may be ending.
