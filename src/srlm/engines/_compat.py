@@ -46,6 +46,7 @@ Names touched, and why:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 import warnings
@@ -423,15 +424,14 @@ def set_cache_room(cache, room: int) -> None:
 _SLOW_LINEAR = "F.linear with weights reordered on every call"
 
 
-def _packed_ops():
-    """torch's oneDNN weight reorder and linear ops, or a reason they cannot be used."""
+def _packed_linear_problem() -> str | None:
+    """Why torch's oneDNN weight reorder and linear ops cannot stand in for F.linear, or None."""
     if not torch.backends.mkldnn.is_available():
-        return None, "this torch build has no oneDNN (mkldnn)"
-    ops = torch.ops.mkldnn
+        return "this torch build has no oneDNN (mkldnn)"
     try:
-        reorder, linear = ops._reorder_linear_weight, ops._linear_pointwise
+        reorder, linear = torch.ops.mkldnn._reorder_linear_weight, torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError) as e:
-        return None, f"torch.ops.mkldnn has no _reorder_linear_weight/_linear_pointwise ({e})"
+        return f"torch.ops.mkldnn has no _reorder_linear_weight/_linear_pointwise ({e})"
     # Use them only where they give F.linear's exact results: greedy answers must not change.
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 64, generator=g).to(torch.bfloat16)
@@ -443,10 +443,8 @@ def _packed_ops():
             same = all(torch.equal(linear(x, packed, bias, "none", [], ""), torch.nn.functional.linear(x, w, bias))
                        for bias in (None, b))
     except Exception as e:  # noqa: BLE001 - any failure means the fast path is off, and says so
-        return None, f"torch.ops.mkldnn._linear_pointwise failed on a probe ({e!r})"
-    if not same:
-        return None, "torch.ops.mkldnn._linear_pointwise does not reproduce F.linear exactly"
-    return (reorder, linear), None
+        return f"torch.ops.mkldnn._linear_pointwise failed on a probe ({e!r})"
+    return None if same else "torch.ops.mkldnn._linear_pointwise does not reproduce F.linear exactly"
 
 
 def pack_linears(model, rows: int) -> dict:
@@ -460,13 +458,12 @@ def pack_linears(model, rows: int) -> dict:
                and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"]
     if not linears:
         return {}
-    ops, problem = _packed_ops()
-    if ops is None:
+    problem = _packed_linear_problem()
+    if problem:
         _fallback(problem, _SLOW_LINEAR)
         return {}
-    reorder = ops[0]
     with torch.inference_mode():
-        return {m: reorder(m.weight.detach(), max(1, rows)) for m in linears}
+        return {m: torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), max(1, rows)) for m in linears}
 
 
 def _packed_linear(weight, bias, x):
@@ -477,8 +474,6 @@ def _packed_linear(weight, bias, x):
 def packed_linears(packs: dict):
     """While inside: each module of `packs` (pack_linears) computes with its packed weight. The
     modules' own forward is back afterwards, so the model is unchanged for anyone else."""
-    import functools
-
     for m, w in packs.items():
         m.forward = functools.partial(_packed_linear, w, m.bias)
     try:
