@@ -9,18 +9,23 @@ from srlm.engines.backends.hf import HFBackend, _common_prefix_len, _sample
 RUBRIC = "You grade answers. Add a point for each criterion that holds. " * 4
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_model):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _wide_model(tiny_model):
+    from transformers import AutoModelForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(tiny_model)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     # Wider random weights so greedy decoding wanders over the vocabulary instead of repeating.
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(20.0)
-    return HFBackend(model.eval(), tok, batch_size=8)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    from transformers import AutoTokenizer
+
+    return HFBackend(_wide_model(tiny_model), AutoTokenizer.from_pretrained(tiny_model), batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +151,10 @@ def test_packed_linears_change_no_token(tiny_model):
     """On a bf16 CPU model the backend computes its linears with oneDNN-packed weights
     (_compat.pack_linears); greedy and seeded sampled outputs must be the same as with plain
     F.linear, and the model's own forward is back afterwards."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(20.0)
-    backend = HFBackend(model.to(torch.bfloat16), AutoTokenizer.from_pretrained(tiny_model), batch_size=8)
+    model = _wide_model(tiny_model).to(torch.bfloat16)
+    backend = HFBackend(model, AutoTokenizer.from_pretrained(tiny_model), batch_size=8)
     assert len(backend._packs) == sum(type(m) is torch.nn.Linear for m in model.modules()) > 0
     chats = [[{"role": "user", "content": RUBRIC + t}] for t in ("hi", "what is two plus two?", "a story")]
     runs = {}
