@@ -16,12 +16,17 @@ n times), judgments stopped at their score line with stop_strings. Same prompts,
 sampling settings: the default config's sampling chunk (24 prompts x N=4 = 96 rows, 192 new tokens
 at most) and judging chunk (32 seed answers x K=3 = 96 rows, 128 new tokens at most). Judging is
 measured twice for srlm: parsed scores (the same work as the peer) and the default config's
-expected scoring with its repetition cut (one more forward pass per judgment that the peer does
-not make). Metric: generated tokens per second (EOS excluded), and judgments per second.
+expected scoring with its repetition cut (forced score prefixes the peer does not read). Then
+greedy evaluation: IFEval answers as `srlm eval` writes them (--ifeval-prompts, verified.yaml's
+token cap) against the peer's greedy generate, with counts of identical answers. srlm runs as it
+does by default on CUDA (decode steps replayed from a CUDA graph, backend.cuda_graphs) and once more
+with eager steps (backend.cuda_graphs=false), for the graphs' share.
+Metric: generated tokens per second (EOS excluded), and judgments per second.
 The other benchmarks (bench_sampling.py, bench_judging.py) compare against a naive fp32 loop on
 the CPU and have no device option, hence this script.
 
-profile: one sampling chunk of each path (--tokens decode steps) under torch.profiler, after one
+profile: one sampling chunk of each path (srlm with graphs, srlm with eager steps, the peer; --tokens
+decode steps) under torch.profiler, after one
 untimed call of each: kernel launches, host<->device copies and synchronisations per decode step,
 and the costliest host ops; why srlm trails the peer on a GPU (not in gpu_check.sh's default parts:
 GPU_CHECK_PARTS="generate profile").
@@ -92,6 +97,18 @@ def both_paths(overrides):
     cfg = load_config(packaged_config("default"), overrides)
     model_dir = plain_model_dir(cfg, tempfile.mkdtemp(prefix="srlm-gpu-peer-"))
     return cfg, Peer(model_dir, cfg.backend.batch_size), make_backend(cfg, ModelRef(model_dir))
+
+
+def eager_steps(backend, fn):
+    """`fn` with srlm's backend on eager decode steps (backend.cuda_graphs=false) for the call."""
+    def run():
+        inner = getattr(backend, "inner", backend)
+        was, inner.fixed_steps = inner.fixed_steps, False
+        try:
+            return fn()
+        finally:
+            inner.fixed_steps = was
+    return run
 
 
 class CountingBackend:
@@ -165,13 +182,16 @@ def cmd_generate(args) -> int:
     def peer_sample():
         return peer.generate(chats, s.n, s.max_new_tokens, s.temperature, s.top_p, seed=0)[1]
 
-    times, toks = alternate({"peer": peer_sample, "srlm": srlm_sample}, args.repeats, warmup=True)
+    times, toks = alternate({"peer": peer_sample, "srlm": srlm_sample, "srlm (eager steps)":
+                             eager_steps(backend, srlm_sample)}, args.repeats, warmup=True)
     rate = {k: toks[k] / median(times[k]) for k in times}
     print(table([[k, toks[k], f"{median(times[k]):.2f}", f"{rate[k]:.0f}"] for k in times],
                 ["path", "generated tokens", "median s", "tokens/s"]))
-    r = rate["srlm"] / rate["peer"]
-    print(f"RATIO sampling tokens/s srlm/peer = {r:.2f}x", flush=True)
+    r, re = rate["srlm"] / rate["peer"], rate["srlm (eager steps)"] / rate["peer"]
+    print(f"RATIO sampling tokens/s srlm/peer = {r:.2f}x (eager steps: {re:.2f}x)", flush=True)
     summary("sampling, generated tokens/s", f"{rate['srlm']:.0f}", f"{rate['peer']:.0f}", f"{r:.2f}x")
+    summary("sampling, generated tokens/s, eager steps", f"{rate['srlm (eager steps)']:.0f}", f"{rate['peer']:.0f}",
+            f"{re:.2f}x")
 
     # Judging: one judging chunk of the default config.
     j = cfg.judge
@@ -199,7 +219,8 @@ def cmd_generate(args) -> int:
         judged["peer"] = [rubric.parse_score(rubric.truncate_after_score(t))[0] for row in rows for t in row]
         return tokens
 
-    fns = {"peer": peer_judge, "srlm (parsed)": srlm_judge(parsed_cfg, "srlm (parsed)")}
+    fns = {"peer": peer_judge, "srlm (parsed)": srlm_judge(parsed_cfg, "srlm (parsed)"),
+           "srlm (parsed, eager steps)": eager_steps(backend, srlm_judge(parsed_cfg, "srlm (parsed, eager steps)"))}
     default_name = f"srlm (default: {j.scoring}, stop_repetition {j.stop_repetition})"
     if (j.scoring, j.stop_repetition) != ("parsed", 0):
         fns[default_name] = srlm_judge(j, default_name)
@@ -214,13 +235,68 @@ def cmd_generate(args) -> int:
     print(f"RATIO judging tokens/s srlm/peer = {rt:.2f}x (parsed scores on both sides)")
     summary("judging, judgments/s (parsed)", f"{jps['srlm (parsed)']:.1f}", f"{jps['peer']:.1f}", f"{rj:.2f}x")
     summary("judging, generated tokens/s (parsed)", f"{tps['srlm (parsed)']:.0f}", f"{tps['peer']:.0f}", f"{rt:.2f}x")
+    re = jps["srlm (parsed, eager steps)"] / jps["peer"]
+    print(f"RATIO judging judgments/s srlm/peer = {re:.2f}x (parsed scores, eager steps)")
+    summary("judging, judgments/s (parsed, eager steps)", f"{jps['srlm (parsed, eager steps)']:.1f}",
+            f"{jps['peer']:.1f}", f"{re:.2f}x")
     if default_name in jps:
         rd = jps[default_name] / jps["peer"]
         print(f"RATIO judging judgments/s srlm/peer = {rd:.2f}x ({default_name}: a forward pass per judgment more "
               "than the peer makes)")
         summary(f"judging, judgments/s ({j.scoring})", f"{jps[default_name]:.1f}", f"{jps['peer']:.1f}", f"{rd:.2f}x")
+    greedy_eval(args, backend, peer)
     print(f"RESULT peak CUDA memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     return 0
+
+
+def greedy_eval(args, backend, peer) -> None:
+    """Greedy IFEval answers as `srlm eval` writes them (srlm.evaluation.ifeval.answer) against the
+    peer's one batched greedy `generate` per batch: verified.yaml's token cap, --ifeval-prompts
+    prompts; how many answers are the same text on both paths, and on srlm's two step kinds."""
+    from common import alternate, median, table
+
+    from srlm.data.ifeval_checks import load_prompts
+    from srlm.evaluation.ifeval import answer
+    from srlm.run.config import load_config, packaged_config
+
+    cap = args.ifeval_max_new_tokens or load_config(packaged_config("verified")).eval.ifeval_max_new_tokens
+    drawn = load_prompts(args.ifeval_prompts, 42)
+    chats = [[{"role": "user", "content": p["prompt"]}] for p in drawn]
+    room = backend.inner.context_window - cap
+    keep = [n <= room for n in backend.inner.count_prompt_tokens(chats)]
+    prompts = [p for p, ok in zip(drawn, keep) if ok]
+    chats = [c for c, ok in zip(chats, keep) if ok]
+    print(f"greedy eval: {len(prompts)} IFEval prompts, {cap} new tokens at most", flush=True)
+    texts = {}
+
+    def srlm(name):
+        def run():
+            rows = answer(backend.inner, prompts, cap, seed=0)
+            texts[name] = [r["response"] for r in rows]
+            return sum(r["num_tokens"] for r in rows)
+        return run
+
+    def peer_greedy():
+        rows, tokens = peer.generate(chats, 1, cap, 0.0, 1.0, seed=0)
+        texts["peer"] = [r[0] for r in rows]
+        return tokens
+
+    times, toks = alternate({"peer": peer_greedy, "srlm": srlm("srlm"),
+                             "srlm (eager steps)": eager_steps(backend, srlm("srlm (eager steps)"))},
+                            args.repeats, warmup=True)
+    rate = {k: toks[k] / median(times[k]) for k in times}
+    same = {k: sum(a == b for a, b in zip(texts[k], texts["peer"])) for k in times}
+    print(table([[k, toks[k], f"{median(times[k]):.2f}", f"{rate[k]:.0f}", f"{same[k]}/{len(prompts)}"] for k in times],
+                ["path", "generated tokens", "median s", "tokens/s", "same text as the peer"]))
+    graph_eager = sum(a == b for a, b in zip(texts["srlm"], texts["srlm (eager steps)"]))
+    print(f"greedy answers identical, srlm graphs vs srlm eager steps: {graph_eager}/{len(prompts)}")
+    r, re = rate["srlm"] / rate["peer"], rate["srlm (eager steps)"] / rate["peer"]
+    print(f"RATIO greedy-eval tokens/s srlm/peer = {r:.2f}x (eager steps: {re:.2f}x)", flush=True)
+    summary("greedy eval, generated tokens/s", f"{rate['srlm']:.0f}", f"{rate['peer']:.0f}", f"{r:.2f}x")
+    summary("greedy eval, generated tokens/s, eager steps", f"{rate['srlm (eager steps)']:.0f}", f"{rate['peer']:.0f}",
+            f"{re:.2f}x")
+    summary("greedy eval, same text: graphs vs eager; vs peer", f"{graph_eager}/{len(prompts)}",
+            f"{same['srlm']}/{len(prompts)}", "")
 
 
 # --- profile -----------------------------------------------------------------------------------
@@ -242,10 +318,12 @@ def cmd_profile(args) -> int:
     steps = args.tokens
     params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=steps)
     fns = {"srlm": lambda: backend.generate(chats, params, seed=0),
+           "srlm (eager steps)": eager_steps(backend, lambda: backend.generate(chats, params, seed=0)),
            "peer": lambda: peer.generate(chats, s.n, steps, s.temperature, s.top_p, seed=0)}
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     watch = {"launches": ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"),
-             "copies": ("cudaMemcpyAsync", "cudaMemcpy"), "syncs": ("cudaStreamSynchronize", "cudaDeviceSynchronize")}
+             "copies": ("cudaMemcpyAsync", "cudaMemcpy"), "syncs": ("cudaStreamSynchronize", "cudaDeviceSynchronize"),
+             "graph replays": ("cudaGraphLaunch",)}
     print(f"{len(chats)} prompts x N={s.n}, {steps} new tokens at most (rows finishing early make a step shorter)")
     for name, fn in fns.items():
         fn()  # warm: kernel selection and allocator growth out of the trace
@@ -260,7 +338,7 @@ def cmd_profile(args) -> int:
         print(f"\n== {name}: {wall:.2f} s under the profiler; per decode step: "
               + ", ".join(f"{k} {v:.0f}" for k, v in per_step.items()))
         print(ev.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
-        summary(f"profile {name}: per step launches, copies, syncs", " / ".join(f"{v:.0f}" for v in per_step.values()),
+        summary(f"profile {name}: per step launches, copies, syncs, graph replays", " / ".join(f"{v:.0f}" for v in per_step.values()),
                 "", "")
     print("RESULT profile printed (per-step launches / copies / syncs in the summary)")
     return 0
@@ -380,6 +458,8 @@ def main() -> int:
     g.add_argument("--repeats", type=int, default=2)
     g.add_argument("--prompts", type=int, default=0, help="sampling prompts (default: sample.chunk_size)")
     g.add_argument("--candidates", type=int, default=0, help="answers to judge (default: judge.chunk_size)")
+    g.add_argument("--ifeval-prompts", type=int, default=96, help="IFEval prompts answered greedily")
+    g.add_argument("--ifeval-max-new-tokens", type=int, default=0, help="default: verified.yaml's eval cap")
     pr = sub.add_parser("profile", help="srlm's decode against the peer's under torch.profiler: per-step "
                         "kernel launches, copies, syncs and the costliest host ops")
     pr.add_argument("--tokens", type=int, default=64, help="new tokens per row (decode steps)")

@@ -42,8 +42,10 @@ def naive(backend, chat, max_new_tokens):
     return backend.tok.decode(out[0][len(ids):], skip_special_tokens=True)
 
 
-@pytest.mark.parametrize("shared_prefix", [True, False])
-def test_greedy_equals_model_generate(backend, shared_prefix):
+@pytest.mark.parametrize("shared_prefix,fixed", [(True, False), (False, False), (True, True), (False, True)])
+def test_greedy_equals_model_generate(backend, shared_prefix, fixed, monkeypatch):
+    """Eager steps, and the fixed cache CUDA runs (decode_steps.FixedSteps, here without graph capture)."""
+    monkeypatch.setattr(backend, "fixed_steps", fixed)
     texts = ["hi", "what is two plus two, and why?", "tell me a story about a lighthouse keeper"]
     chats = [[{"role": "user", "content": (RUBRIC if shared_prefix else "") + t}] for t in texts]
     if not shared_prefix:

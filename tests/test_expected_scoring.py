@@ -82,12 +82,26 @@ def test_expected_scores_in_judging(m1_backend, tiny_run):
         assert prow[0].text == row[0].text and prow[0].score == row[0].parsed and prow[0].probs is None
 
 
-@pytest.mark.parametrize("max_new_tokens,stop_repetition,n", [(3, 0, 1), (16, 1, 3), (12, 0, 2)])
-def test_forced_prefix_read_in_the_same_decode(m1_backend, tiny_run, max_new_tokens, stop_repetition, n):
+@pytest.mark.parametrize("max_new_tokens,stop_repetition,n,fixed", [(3, 0, 1, False), (16, 1, 3, False),
+                                                                    (12, 0, 2, False), (16, 1, 3, True)])
+def test_forced_prefix_read_in_the_same_decode(m1_backend, tiny_run, max_new_tokens, stop_repetition, n, fixed,
+                                               monkeypatch):
     """force_score: a judgment that ends without a score line (length cap, repetition cut, EOS)
     is fed its forced prefix from its own cache; the distribution must equal the separate pass
-    over the whole prompt (score_probs), which teacher-forces the same text."""
+    over the whole prompt (score_probs), which teacher-forces the same text. `fixed`: on the fixed
+    cache CUDA decodes with (FixedSteps; its `hide` masks the cut tokens)."""
     from srlm.run.config import load_config
+
+    from srlm.engines.backends.decode_steps import FixedSteps
+
+    monkeypatch.setattr(m1_backend, "fixed_steps", fixed)
+    hidden, real_hide = [], FixedSteps.hide
+
+    def counting_hide(self, *cols):
+        hidden.append(cols)
+        real_hide(self, *cols)
+
+    monkeypatch.setattr(FixedSteps, "hide", counting_hide)
 
     from tiny import TOPICS
 
@@ -97,7 +111,7 @@ def test_forced_prefix_read_in_the_same_decode(m1_backend, tiny_run, max_new_tok
              for i, t in enumerate(TOPICS)]
     params = SamplingParams(n=n, temperature=0.7, top_p=0.9, max_new_tokens=max_new_tokens, stop_at_score=True,
                             score_probs=True, force_score=True, stop_repetition=stop_repetition)
-    outs = m1_backend.generate(chats, params, seed=3)
+    outs = m1_backend.generate(chats, params, seed=5 if fixed else 3)  # seeds whose sampling cuts a repetition
     forced = Counter()
     for chat, comps in zip(chats, outs):
         for c in comps:
@@ -113,6 +127,8 @@ def test_forced_prefix_read_in_the_same_decode(m1_backend, tiny_run, max_new_tok
         assert forced["length"] > 0
     if stop_repetition:
         assert forced["repetition"] > 0, "no repetition cut was forced"
+    if fixed:
+        assert hidden, "no cut token was masked in the fixed cache"
     # Greedy, with and without force_score, the texts are the same: the forced tokens are not
     # text. (Sampled texts may differ: rows that stay longer in the batch shift the RNG stream.)
     greedy = {**vars(params), "temperature": 0.0}

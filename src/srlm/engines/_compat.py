@@ -21,6 +21,10 @@ Names touched, and why:
   `_RoomyLayer`): a KV cache layer that writes each decode step into preallocated room instead of
   concatenating the whole cache (~1 GB copied a step at 96 rows). Fallback: the concatenating
   DynamicCache.
+- the same `DynamicLayer` internals and `DynamicCache.layers` (`fixed_cache`, `_FixedLayer`): on
+  CUDA a batch's decode steps write into a fixed-size cache at a device-held position, so one step
+  is captured as a CUDA graph (`capture_step`) and replayed: a small model on a GPU is bound by
+  launching kernels. Fallback: eager steps on the roomy cache.
 - `transformers.AttentionInterface.register`, `transformers.masking_utils
   .ALL_MASK_ATTENTION_FUNCTIONS` / `sdpa_mask`, `transformers.integrations.sdpa_attention
   .sdpa_attention_forward`, `config._attn_implementation`, `model.set_attn_implementation`
@@ -419,6 +423,88 @@ def set_cache_room(cache, room: int) -> None:
     for layer in getattr(cache, "layers", ()):
         if isinstance(layer, _RoomyLayer):
             layer.room = room
+
+
+class _FixedLayer(_DynamicLayer):
+    """A full-attention KV cache layer of fixed size whose write position is a device tensor: every
+    decode step launches the same kernels on the same buffers, so one step can be captured as a CUDA
+    graph and replayed (transformers' StaticLayer does the same for torch.compile; this one is
+    filled from a prefilled cache instead of a prefill). Attention gets the whole buffer; the
+    caller's 4D mask hides the unwritten positions."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self.position = torch.tensor([length], dtype=torch.long, device=keys.device)  # next write
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        at = self.position + torch.arange(key_states.shape[-2], device=self.position.device)
+        self.keys.index_copy_(2, at, key_states)
+        self.values.index_copy_(2, at, value_states)
+        self.position += key_states.shape[-2]  # in place: a captured graph advances it on replay
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return int(self.position.item())  # a host sync: never called when positions and a 4D mask are given
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.keys.shape[-2], 0
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("a fixed cache keeps its rows")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise NotImplementedError("a fixed cache keeps its rows")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("srlm's decode loop never crops its cache")
+
+
+def fixed_cache(config, cache, size: int):
+    """A copy of `cache` (a `roomy_cache` or a plain DynamicCache, every layer full-attention) as a
+    cache of `_FixedLayer`s holding `size` positions each, or None when `cache` has other layers
+    (sliding window, linear attention) or `size` is too small (the caller keeps its eager steps)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) not in (_RoomyLayer, _DynamicLayer) or not layer.is_initialized
+                         for layer in layers):
+        return None
+    from transformers import DynamicCache
+
+    fixed = []
+    for layer in layers:
+        n = layer.length if isinstance(layer, _RoomyLayer) else layer.keys.shape[-2]
+        if n > size:
+            return None
+        keys = layer.keys.new_zeros(layer.keys.shape[:2] + (size, layer.keys.shape[-1]))
+        values = layer.values.new_zeros(layer.values.shape[:2] + (size, layer.values.shape[-1]))
+        keys[:, :, :n] = layer.keys[:, :, :n]
+        values[:, :, :n] = layer.values[:, :, :n]
+        fixed.append(_FixedLayer(keys, values, n))
+    out = DynamicCache(config=config)
+    out.layers = fixed
+    return out
+
+
+def capture_step(step):
+    """(graph, output): `step()` (a function of static input buffers returning a tensor) captured as a
+    CUDA graph, after one call on a side stream (the warm-up CUDA graphs need; its result is
+    returned as the third item, since that call is a real step). (None, None, result) with a
+    warning when capture fails: the caller goes on with eager calls."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        result = step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            out = step()
+    except Exception as e:  # noqa: BLE001 - any failure means eager steps, and says so
+        _fallback(f"capturing a decode step as a CUDA graph failed ({type(e).__name__}: {e})", "eager decode steps")
+        return None, None, result
+    return graph, out, result
 
 
 _SLOW_LINEAR = "F.linear with weights reordered on every call"

@@ -305,6 +305,9 @@ class BackendConfig(Section):
         "Generation engine: transformers (in process), openai (any OpenAI-compatible server: vLLM, llama.cpp, "
         "TGI), or vllm (in process, optional extra; untested on CPU).")
     batch_size: int = F(32, "transformers: sequences decoded together (prompts x samples).", ge=1)
+    cuda_graphs: bool = F(
+        True, "transformers on CUDA: decode each batch on a fixed-size KV cache and replay one step captured as a "
+        "CUDA graph (a small model on a GPU is bound by kernel launches); false: eager steps. No effect on CPU.")
     base_url: str | None = F(None, "openai: server root, e.g. http://127.0.0.1:8000/v1.")
     served_model: str | None = F(None, "openai: model name the server expects (default: the model directory).")
     api_key_env: str = F("OPENAI_API_KEY", "openai: environment variable holding the key (never written to disk).")

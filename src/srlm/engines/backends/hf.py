@@ -21,7 +21,10 @@ And for expected scoring (SamplingParams.force_score):
 8. A judgment that ends without a score line is fed the forced `Score:` prefix from its own KV
    cache and its digit distribution read there, instead of a second pass over its whole prompt
    (the same tokens that pass would read: tests/test_expected_scoring.py).
-Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4, 5 and 7 touch
+And on CUDA, where a small model's step is bound by the host launching kernels, not by the GPU:
+9. Each batch's decode steps on a fixed-size cache, one step captured as a CUDA graph and replayed
+   (decode_steps.FixedSteps; backend.cuda_graphs), and nucleus sampling without a host sync.
+Greedy decoding gives the same tokens as `model.generate` (tests/test_backend_hf.py). 4, 5, 7 and 9 touch
 transformers and torch internals (srlm/engines/_compat.py); when a release breaks them they warn and the slower
 standard path runs.
 """
@@ -36,6 +39,7 @@ import torch
 from srlm.engines import _compat
 from srlm.data import rubric
 from srlm.engines.backends.base import Chat, Completion, SamplingParams
+from srlm.engines.backends.decode_steps import EagerSteps, FixedSteps
 from srlm.engines.backends.scoring import ChoiceTokens, choice_token_ids, digit_token_ids
 from srlm.data.repetition import RepetitionGuard
 from srlm.engines.modeling import ModelRef, context_window, load_model, load_tokenizer, pick_dtype, set_threads
@@ -55,7 +59,7 @@ def _device() -> str:
 
 
 class HFBackend:
-    def __init__(self, model, tokenizer, batch_size: int = 32):
+    def __init__(self, model, tokenizer, batch_size: int = 32, cuda_graphs: bool = True):
         self.model = model
         self.tok = tokenizer
         self.batch_size = max(1, batch_size)
@@ -68,6 +72,9 @@ class HFBackend:
         self.eos_ids = eos
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self.cache_kw = _compat.cache_kwarg(model)
+        # On CUDA: decode steps on a fixed cache, captured as a CUDA graph (decode_steps.FixedSteps).
+        # The tests set it on the CPU too, where it runs the same fixed cache without capture.
+        self.fixed_steps = cuda_graphs and model.device.type == "cuda"
         _compat.use_decode_attention(model)
         self._packs = _compat.pack_linears(model, self.batch_size)
         self.digit_ids = digit_token_ids(tokenizer)
@@ -79,7 +86,7 @@ class HFBackend:
         set_threads(cfg.model.threads)
         tok = load_tokenizer(ref)
         model = load_model(ref, dtype=pick_dtype(cfg.model.dtype), device=_device())
-        return cls(model, tok, cfg.backend.batch_size)
+        return cls(model, tok, cfg.backend.batch_size, cfg.backend.cuda_graphs)
 
     @property
     def context_window(self) -> int:
@@ -186,10 +193,16 @@ class HFBackend:
         # Finished rows stay in the batch (their tokens ignored) until they are a DROP_FRACTION of
         # it: each drop copies the whole cache, which costs more than decoding a few extra rows.
         finished = torch.zeros(rows, dtype=torch.bool)
+        steps = None
+        if self.fixed_steps:  # every step the loop can take: the cap, then a forced prefix and its read
+            steps = FixedSteps.make(self.model, self.cache_kw, cache, mask, params.max_new_tokens + MAX_FORCED_FEED + 2,
+                                    graphs=True)
+        steps = steps or EagerSteps(self.model, self.cache_kw, cache, mask)
+        del cache, mask  # `steps` owns them (FixedSteps holds a copy)
 
         def start_forcing(row: int, slot: int) -> bool:  # reads the loop's current tensors and step
             return force and self._force_score(row, row in digit_probs, slot, step, tokens, cut_at, prompts[row // n],
-                                               nxt, mask, next_pos, first_col, forcing, force_read)
+                                               nxt, steps, next_pos, first_col, forcing, force_read)
 
         step = 0
         while True:
@@ -244,15 +257,12 @@ class HFBackend:
                     finished[slot] = not start_forcing(row, slot)
             if finished.all() or (last and not forcing and not force_read):
                 break
-            if finished.sum() * DROP_FRACTION >= len(alive):
+            if steps.can_drop and finished.sum() * DROP_FRACTION >= len(alive):
                 keep = (~finished).nonzero().squeeze(1)
-                cache.batch_select_indices(keep.to(dev))
-                alive, nxt, mask, next_pos = alive[keep], nxt[keep], mask[keep], next_pos[keep]
+                steps.drop(keep)
+                alive, nxt, next_pos = alive[keep], nxt[keep], next_pos[keep]
                 finished = finished[keep]
-            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], 1)
-            out = self.model(input_ids=nxt[:, None].to(dev), attention_mask=mask.to(dev),
-                             position_ids=next_pos[:, None].to(dev), use_cache=True, **{self.cache_kw: cache})
-            logits = out.logits[:, -1].float()
+            logits = steps.step(nxt, next_pos)
             next_pos = next_pos + 1
             step += 1
         outs = []
@@ -270,7 +280,7 @@ class HFBackend:
                                    score_probs=probs, score_forced=row in forced_rows))
         return outs
 
-    def _force_score(self, row, scored, slot, step, tokens, cut_at, prompt, nxt, mask, next_pos, first_col, forcing,
+    def _force_score(self, row, scored, slot, step, tokens, cut_at, prompt, nxt, steps, next_pos, first_col, forcing,
                      force_read) -> bool:
         """Start feeding `row` the forced score prefix after its judgment text, from its own cache.
 
@@ -302,7 +312,7 @@ class HFBackend:
         if len(want) - j > MAX_FORCED_FEED:
             return False
         if j < fed:  # drop tokens j..fed-1 from attention; the next fed token takes token j's position
-            mask[slot, first_col + j:first_col + fed] = 0
+            steps.hide(slot, first_col + j, first_col + fed)
             next_pos[slot] -= fed - j
         rest = list(want[j:])
         nxt[slot] = rest.pop(0)
@@ -411,9 +421,12 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p >= 1.0:
         return torch.multinomial(probs, 1, generator=gen).squeeze(1)
-    top, idx = probs.topk(min(TOP_P_CANDIDATES, probs.shape[-1]), dim=-1)
-    if (top.sum(-1) <= top_p).any():
-        top, idx = probs.sort(-1, descending=True)  # a flat row: its nucleus may extend past the top k
+    if probs.is_cuda:  # a full sort is cheap there, and the check below would wait for the GPU every step
+        top, idx = probs.sort(-1, descending=True)
+    else:
+        top, idx = probs.topk(min(TOP_P_CANDIDATES, probs.shape[-1]), dim=-1)
+        if (top.sum(-1) <= top_p).any():
+            top, idx = probs.sort(-1, descending=True)  # a flat row: its nucleus may extend past the top k
     # Keep the smallest set whose mass reaches top_p (the top token always survives).
     cum = top.cumsum(-1)
     top = top.masked_fill((cum - top) > top_p, 0.0)
