@@ -168,3 +168,17 @@ def test_packed_linears_change_no_token(tiny_model):
     assert runs[True] == runs[False]
     assert len({c.text for row in runs[True][0] for c in row}) > 1
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_score_checks_agree_with_the_rubric(backend):
+    """The per-step score checks (a cached per-token precheck, then the exact decode) say what the
+    rubric's regexes say on the decoded text, for texts that end at or near a score line."""
+    from srlm.data import rubric
+
+    texts = ["It is fine.\nScore:", "ok\nScore: ", "Score:\t", "good\nScore: 4\n", "Score: 3.", "no score here",
+             "Scores: 3\n", "x Score:", "\n  Score:  ", "Score: 12 points"]
+    for text in texts:
+        toks = backend.tok(text, add_special_tokens=False)["input_ids"]
+        decoded = backend.tok.decode(toks, skip_special_tokens=True)
+        assert backend._at_score_prefix(toks) == bool(rubric.SCORE_PREFIX_END.search(decoded)), text
+        assert backend._score_done(toks) == rubric.score_line_complete(decoded), text

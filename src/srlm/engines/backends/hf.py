@@ -80,6 +80,7 @@ class HFBackend:
         self.digit_ids = digit_token_ids(tokenizer)
         self.digit_set = {t for ids in self.digit_ids.per_choice for t in ids}
         self._choice_ids: dict[tuple[str, ...], ChoiceTokens] = {}
+        self._pieces: dict[int, str] = {}  # token id -> its text alone (_tail)
 
     @classmethod
     def from_config(cls, cfg, ref: ModelRef) -> "HFBackend":
@@ -192,7 +193,7 @@ class HFBackend:
         first_col = prefix_len + S  # mask column of each row's first generated token
         # Finished rows stay in the batch (their tokens ignored) until they are a DROP_FRACTION of
         # it: each drop copies the whole cache, which costs more than decoding a few extra rows.
-        finished = torch.zeros(rows, dtype=torch.bool)
+        finished = [False] * rows
         steps = None
         if self.fixed_steps:  # every step the loop can take: the cap, then a forced prefix and its read
             steps = FixedSteps.make(self.model, self.cache_kw, cache, mask, params.max_new_tokens + MAX_FORCED_FEED + 2,
@@ -207,6 +208,7 @@ class HFBackend:
         step = 0
         while True:
             nxt = _sample(logits, params.temperature, params.top_p, gen).cpu()
+            sampled = nxt.tolist()  # read per row as ints: indexing the tensor costs a few µs a row
             alive_rows = alive.tolist()
             if force_read:
                 slots = [s for s, r in enumerate(alive_rows) if r in force_read]
@@ -230,7 +232,7 @@ class HFBackend:
                         del forcing[row]
                         force_read.add(row)
                     continue
-                t = int(nxt[slot])
+                t = sampled[slot]
                 if row in pending:
                     p = pending.pop(row)
                     if t in self.digit_set and row not in digit_probs:
@@ -255,13 +257,13 @@ class HFBackend:
                     pending[row] = []  # read the distribution at the next step
                 if last:  # the length cap: this token is kept but never fed
                     finished[slot] = not start_forcing(row, slot)
-            if finished.all() or (last and not forcing and not force_read):
+            if all(finished) or (last and not forcing and not force_read):
                 break
-            if steps.can_drop and finished.sum() * DROP_FRACTION >= len(alive):
-                keep = (~finished).nonzero().squeeze(1)
+            if steps.can_drop and sum(finished) * DROP_FRACTION >= len(alive):
+                keep = torch.tensor([s for s, f in enumerate(finished) if not f])
                 steps.drop(keep)
                 alive, nxt, next_pos = alive[keep], nxt[keep], next_pos[keep]
-                finished = finished[keep]
+                finished = [False] * len(keep)
             logits = steps.step(nxt, next_pos)
             next_pos = next_pos + 1
             step += 1
@@ -322,7 +324,21 @@ class HFBackend:
             force_read.add(row)
         return True
 
+    def _tail(self, toks: list[int], k: int) -> str:
+        """The last k tokens' text, each token decoded alone (cached): a precheck that is never
+        stricter than decoding them together (the ASCII of "Score:" reads the same either way),
+        run every step for every row, so it must cost less than a tokenizer call."""
+        out = []
+        for t in toks[-k:]:
+            piece = self._pieces.get(t)
+            if piece is None:
+                piece = self._pieces[t] = self.tok.decode([t], skip_special_tokens=True)
+            out.append(piece)
+        return "".join(out)
+
     def _at_score_prefix(self, toks: list[int]) -> bool:
+        if not self._tail(toks, 4).rstrip(" \t").endswith("Score:"):
+            return False
         # Cheap tail check first, as in _score_done.
         tail = self.tok.decode(toks[-4:], skip_special_tokens=True)
         if not rubric.SCORE_PREFIX_END.search(tail):
@@ -387,7 +403,9 @@ class HFBackend:
             out[idx[r]] = p
 
     def _score_done(self, toks: list[int]) -> bool:
-        # Cheap tail check first; decode the whole row only when a score line may be ending.
+        # Cheap tail checks first; decode the whole row only when a score line may be ending.
+        if "Score" not in self._tail(toks, 6):
+            return False
         tail = self.tok.decode(toks[-6:], skip_special_tokens=True)
         if "Score" not in tail:
             return False
