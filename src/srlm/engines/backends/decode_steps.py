@@ -14,9 +14,33 @@ CPU, without capture, against `model.generate`).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from srlm.engines import _compat
+
+
+def capture_step(step):
+    """(graph, output, result): `step()` (a function of static input buffers returning a tensor)
+    run once on a side stream (the warm-up CUDA graphs need; a real step, whose `result` is
+    returned), then captured as a CUDA graph whose `output` each replay rewrites. (None, None,
+    result) with a warning when capture fails: the caller goes on with eager calls."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        result = step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            out = step()
+    except Exception as e:  # noqa: BLE001 - any failure means eager steps, and says so
+        warnings.warn(f"srlm: capturing a decode step as a CUDA graph failed ({type(e).__name__}: {e}); this batch "
+                      "goes on with eager steps (slower). backend.cuda_graphs=false skips the attempt.", RuntimeWarning,
+                      stacklevel=2)
+        return None, None, result
+    return graph, out, result
 
 
 class EagerSteps:
@@ -81,7 +105,7 @@ class FixedSteps:
             return self.out[:, -1].float()
         if self.capture:
             self.capture = False  # one try per batch; on failure the rest of the batch runs eager
-            self.graph, self.out, logits = _compat.capture_step(self._forward)
+            self.graph, self.out, logits = capture_step(self._forward)
         else:
             logits = self._forward()
         return logits[:, -1].float()
