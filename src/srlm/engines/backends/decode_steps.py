@@ -6,8 +6,8 @@ Two ways, one interface (`step`, `hide`, `drop`):
 - `FixedSteps` (CUDA by default): the KV cache copied once into fixed-size buffers written at a
   device-held position (`_compat.fixed_cache`), a 4D mask buffer, and input buffers, so every step
   launches the same kernels on the same memory. On CUDA the second step is captured as a CUDA graph
-  and every later step replays it: at 135M on an H200 a step is bound by the host launching ~600
-  kernels, not by the GPU. Rows stay in the batch to the end (a finished row is fed and ignored).
+  and every later step replays it: at 135M on an H200 an eager step is bound by the host launching
+  ~1100 kernels, not by the GPU. Rows stay in the batch to the end (a finished row is fed and ignored).
 Both give the same logits up to reduction order (tests/test_backend_hf.py runs FixedSteps on the
 CPU, without capture, against `model.generate`).
 """
