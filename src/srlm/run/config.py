@@ -307,7 +307,9 @@ class BackendConfig(Section):
     batch_size: int = F(32, "transformers: sequences decoded together (prompts x samples).", ge=1)
     cuda_graphs: bool = F(
         True, "transformers on CUDA: decode each batch on a fixed-size KV cache and replay one step captured as a "
-        "CUDA graph (a small model on a GPU is bound by kernel launches); false: eager steps. No effect on CPU.")
+        "CUDA graph (a small model on a GPU is bound by kernel launches); finished rows then stay in the batch to its "
+        "end. false: eager steps that drop finished rows, which may be faster for a large, GPU-bound model whose "
+        "answers differ much in length (not measured). No effect on CPU.")
     base_url: str | None = F(None, "openai: server root, e.g. http://127.0.0.1:8000/v1.")
     served_model: str | None = F(None, "openai: model name the server expects (default: the model directory).")
     api_key_env: str = F("OPENAI_API_KEY", "openai: environment variable holding the key (never written to disk).")
