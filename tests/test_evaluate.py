@@ -243,3 +243,18 @@ def test_agreement_cache_recomputes_for_other_pairs_or_judge_settings(tmp_path):
     shorter = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"max_new_tokens": 7})})
     assert judge_settings(shorter) != judge_settings(cfg)
     assert not _cached(out, {"scoring": "expected", "pairs": 100, "settings": judge_settings(shorter)})
+
+
+def test_human_pair_judgments_are_seeded_by_the_file_name_not_its_path():
+    """The same human-preference file in two checkouts gets the same judgments' seed (the
+    embedded file's path is the checkout's); another file gets another."""
+    from srlm.evaluation.evaluate import HumanSource, human_seed
+    from srlm.run.config import load_config
+
+    cfg = load_config(None)
+    here = HumanSource("human_prefs", "/tmp/a/src/srlm/seed/human_prefs.jsonl", [], {}, None)
+    there = HumanSource("human_prefs", "/home/u/srlm/src/srlm/seed/human_prefs.jsonl", [], {}, None)
+    other = HumanSource("testset-v1", "/data/pandalm/testset-v1.json", [], {}, None)
+    assert human_seed(cfg, "eval", "M1", here) == human_seed(cfg, "eval", "M1", there)
+    assert human_seed(cfg, "eval", "M1", here) != human_seed(cfg, "eval", "M1", other)
+    assert human_seed(cfg, "eval", "M1", here) != human_seed(cfg, "eval", "M2", here)

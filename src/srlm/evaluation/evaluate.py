@@ -320,6 +320,13 @@ def _pair_categories(source: str, pairs: list) -> list[str] | None:
     return cats if any(cats) and len(cats) == len(pairs) else None
 
 
+def human_seed(cfg, kind: str, model: str, src: HumanSource) -> int:
+    """The seed of a model's judgments of one human-preference source: named by the source's file
+    name, not its path, so a run judges the same way wherever the checkout or the data lies (the
+    embedded file's path is the checkout's: before 2026-12-04 every clone drew other judgments)."""
+    return derive_seed(cfg.seed, kind, model, src.name)
+
+
 def load_human_source(source: str, limit: int = 0) -> HumanSource:
     pairs, st = loaders.load_human_pairs(source, limit)
     return HumanSource(_source_name(source), source, pairs, st, _pair_categories(source, pairs))
@@ -394,7 +401,7 @@ def eval_model(cfg, run_dir: str, name: str, backend, sources: list[HumanSource]
             print(f"eval {name}: judging {len(pairs)} human-labelled pairs from {src.source} (k={cfg.eval.k})", flush=True)
             items = [(p.prompt, p.response_a) for p in pairs] + [(p.prompt, p.response_b) for p in pairs]
             judged = judge_texts(backend, template, items, cfg.eval.k, cfg.judge,
-                                 derive_seed(cfg.seed, "eval", name, src.source))
+                                 human_seed(cfg, "eval", name, src))
             rows = []
             for i, p in enumerate(pairs):
                 ja, jb = judged[i], judged[len(pairs) + i]
@@ -503,7 +510,7 @@ def pairwise_agreement(cfg, run_dir: str, src: HumanSource, label: str, judge_ba
     if not _cached(out, info) and not _reuse_m0(run_dir, label, out, info):
         print(f"eval: pairwise judge {label} on {len(src.pairs)} human pairs from {src.source}, both orders", flush=True)
         ab, ba = pairwise_verdicts(cfg, judge_backend, [(p.prompt, p.response_a, p.response_b) for p in src.pairs],
-                                   derive_seed(cfg.seed, "pairwise-human", label, src.source))
+                                   human_seed(cfg, "pairwise-human", label, src))
         rows = [{"id": p.id, "label": p.label, "category": src.categories[i] if src.categories else None,
                  "verdict_ab": ab[i][0], "verdict_ba": ba[i][0], "error_ab": ab[i][1], "error_ba": ba[i][1],
                  "text_ab": ab[i][2], "text_ba": ba[i][2]} for i, p in enumerate(src.pairs)]
