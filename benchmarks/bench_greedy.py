@@ -20,9 +20,9 @@ Metric: generated tokens per second (EOS and padding excluded). Target: >= 3x pe
 
 import argparse
 
-from common import alternate, machine, median, naive_generate, naive_model, peer_generate, peer_model, srlm_backend, table
+from common import (alternate, fitting_ifeval_prompts, machine, median, naive_generate, naive_model, peer_generate,
+                    peer_model, srlm_backend, table)
 
-from srlm.data.ifeval_checks import load_prompts
 from srlm.evaluation.ifeval import answer
 from srlm.run.config import load_config, packaged_config
 
@@ -45,14 +45,8 @@ def main():
         model, tok = naive_model()
     peer_m, peer_tok = peer_model()  # loaded before srlm's backend, never passed to it
     backend = srlm_backend(batch_size=args.batch_size)
-    # Only prompts that leave room for the answer (answer() would skip the others): the same work on every path.
-    drawn = load_prompts(args.prompts, args.seed)
-    chats = [[{"role": "user", "content": p["prompt"]}] for p in drawn]
-    room = backend.context_window - args.max_new_tokens
-    fits = [n <= room for n in backend.count_prompt_tokens(chats)]
-    prompts = [p for p, ok in zip(drawn, fits) if ok]
-    chats = [c for c, ok in zip(chats, fits) if ok]
-    print(f"{len(prompts)} IFEval prompts ({len(drawn) - len(prompts)} too long skipped), greedy, "
+    prompts, chats = fitting_ifeval_prompts(backend, args.prompts, args.seed, args.max_new_tokens)
+    print(f"{len(prompts)} IFEval prompts ({args.prompts - len(prompts)} too long skipped), greedy, "
           f"{args.max_new_tokens} new tokens at most; srlm {backend.model.dtype} "
           f"({backend.model.config._attn_implementation}), batch {args.batch_size} rows; peer {peer_m.dtype} "
           f"({peer_m.config._attn_implementation}), {args.batch_size} prompts per generate call", flush=True)

@@ -109,6 +109,19 @@ def eval_prompts(n: int) -> list[str]:
     return [p["prompt"] for p in loaders.load_prompts(EMBEDDED_EVAL_PROMPTS, n)]
 
 
+def fitting_ifeval_prompts(backend, n: int, seed: int, max_new_tokens: int) -> tuple[list[dict], list]:
+    """(prompts, chats): the first n IFEval prompts of the draw `seed` (as `srlm eval` draws them)
+    that leave room for max_new_tokens in the backend's context (ifeval.answer skips the others),
+    so every path answers the same prompts."""
+    from srlm.data.ifeval_checks import load_prompts
+
+    drawn = load_prompts(n, seed)
+    chats = [[{"role": "user", "content": p["prompt"]}] for p in drawn]
+    room = backend.context_window - max_new_tokens
+    fits = [k <= room for k in backend.count_prompt_tokens(chats)]
+    return [p for p, ok in zip(drawn, fits) if ok], [c for c, ok in zip(chats, fits) if ok]
+
+
 def ift_examples(n: int):
     return loaders.load_ift([EMBEDDED_IFT], n)
 

@@ -253,19 +253,13 @@ def greedy_eval(args, backend, peer) -> None:
     """Greedy IFEval answers as `srlm eval` writes them (srlm.evaluation.ifeval.answer) against the
     peer's one batched greedy `generate` per batch: verified.yaml's token cap, --ifeval-prompts
     prompts; how many answers are the same text on both paths, and on srlm's two step kinds."""
-    from common import alternate, median, table
+    from common import alternate, fitting_ifeval_prompts, median, table
 
-    from srlm.data.ifeval_checks import load_prompts
     from srlm.evaluation.ifeval import answer
     from srlm.run.config import load_config, packaged_config
 
     cap = args.ifeval_max_new_tokens or load_config(packaged_config("verified")).eval.ifeval_max_new_tokens
-    drawn = load_prompts(args.ifeval_prompts, 42)
-    chats = [[{"role": "user", "content": p["prompt"]}] for p in drawn]
-    room = backend.inner.context_window - cap
-    keep = [n <= room for n in backend.inner.count_prompt_tokens(chats)]
-    prompts = [p for p, ok in zip(drawn, keep) if ok]
-    chats = [c for c, ok in zip(chats, keep) if ok]
+    prompts, chats = fitting_ifeval_prompts(backend.inner, args.ifeval_prompts, 42, cap)
     print(f"greedy eval: {len(prompts)} IFEval prompts, {cap} new tokens at most", flush=True)
     texts = {}
 
